@@ -1,0 +1,164 @@
+"""The ``assay`` command: the face that parses arguments, wires things and starts processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from assay import logs
+from assay.settings import Settings
+from contracts.config import ConfigError, config_json_schema, load_config
+
+T = TypeVar("T")
+
+
+def _config_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config", "config_dir", type=click.Path(path_type=Path), default=None,
+        help="Config folder (default: $ASSAY_CONFIG or ./config).")(f)
+
+
+def _keep_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--keep-running", is_flag=True,
+                        help="Leave embedded servers this command started running.")(f)
+
+
+def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str, str]:
+    """The servers from REDIS_URL/DATABASE_URL, or embedded ones started (or reused) now."""
+    if settings.redis_url and settings.database_url:
+        return settings.redis_url, settings.database_url
+    from assay.services import Services, default_data_dir
+
+    urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running))
+    return urls.redis_url, urls.database_url
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@click.group()
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default $ASSAY_LOG_LEVEL).")
+def main(log_level: str | None) -> None:
+    """assay: an event-driven medallion pipeline on Redis Streams and PostgreSQL."""
+    logs.configure(level=log_level)
+
+
+@main.command()
+@click.argument("config_dir", type=click.Path(path_type=Path), required=False)
+def check(config_dir: Path | None) -> None:
+    """Validate a config folder; exit non-zero naming the file and JSON path of each problem."""
+    from processors.plan import build_plan
+
+    folder = config_dir or Settings.from_env().config_dir
+    try:
+        plan = build_plan(load_config(folder))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{folder}: ok ({len(plan.tables)} tables, "
+               f"{len(plan.config.divisions)} divisions)")
+
+
+@main.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of a config file (for editors)."""
+    click.echo(msgspec.json.format(msgspec.json.encode(config_json_schema()), indent=2).decode())
+
+
+@main.command()
+@_config_option
+@_keep_option
+def migrate(config_dir: Path | None, keep_running: bool) -> None:
+    """Create or extend the tables the config describes; refuse changes that lose data."""
+    from assay.runner import open_context
+
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running)
+
+        async def go() -> None:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
+                                     settings.key_prefix)
+            await ctx.close()
+
+        _run(go())
+
+
+@main.command()
+@click.argument("layer")
+@_config_option
+@click.option("--burst", is_flag=True, help="Return once every stream is drained.")
+@click.option("--name", default=None, help="Consumer name (default: layer-host-pid).")
+@_keep_option
+def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
+        keep_running: bool) -> None:
+    """Run one layer's consumer (bronze, ...) until SIGTERM/SIGINT."""
+    from assay.runner import LAYERS, open_context, run_layer
+
+    if layer not in LAYERS:
+        raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running)
+
+        async def go() -> int:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
+                                     settings.key_prefix)
+            try:
+                return await run_layer(layer, ctx, burst=burst, name=name)
+            finally:
+                await ctx.close()
+
+        code = _run(go())
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--division", required=True)
+@click.option("--table", required=True)
+@click.option("--window", required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: from the file name (.jsonl/.ndjson, else csv).")
+@click.option("--delimiter", default=",", help="CSV delimiter; 'tab' for TAB.")
+@click.option("--no-header", is_flag=True, help="The CSV file has no header row.")
+@click.option("--columns", default=None, help="Comma-separated column names (replace the header).")
+@click.option("--encoding", default="utf-8")
+@click.option("--seq-field", default=None, help="Column holding the source sequence/updated-at.")
+@click.option("--op", type=click.Choice(["upsert", "delete"]), default="upsert")
+@_config_option
+@_keep_option
+def produce(file: Path, division: str, table: str, window: str, fmt: str | None, delimiter: str,
+            no_header: bool, columns: str | None, encoding: str, seq_field: str | None, op: str,
+            config_dir: Path | None, keep_running: bool) -> None:
+    """Load a CSV or JSON-lines FILE into the ingest stream, with a progress bar."""
+    from assay.produce import FileFormat, produce_file
+
+    settings = Settings.from_env()
+    file_format = FileFormat(
+        kind=fmt or ("jsonl" if file.suffix in (".jsonl", ".ndjson") else "csv"),
+        delimiter="\t" if delimiter == "tab" else delimiter,
+        header=not no_header,
+        columns=[c.strip() for c in columns.split(",")] if columns else None,
+        encoding=encoding,
+    )
+    with ExitStack() as stack:
+        redis_url, _ = _urls(stack, settings, keep_running)
+        try:
+            rows = _run(produce_file(
+                file, file_format, division=division, table=table, window=window,
+                seq_field=seq_field, op=op, redis_url=redis_url,
+                config_dir=config_dir or settings.config_dir, key_prefix=settings.key_prefix))
+        except (ValueError, UnicodeDecodeError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    click.echo(f"sent {rows} rows of {table} for {division}/{window}")

@@ -1,0 +1,116 @@
+"""Wiring one layer process: config, connections, processor, consumer, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from contracts.config import load_config
+from db import pool as db_pool
+from db.schema import migrate
+from processors.bronze import BronzeProcessor
+from processors.plan import Plan, build_plan
+from streams import keys as channels
+from streams.consumer import Consumer, Processor, RuntimeSettings
+from streams.keys import Keys
+
+log = structlog.get_logger("assay.runner")
+
+LAYERS: dict[str, list[str]] = {
+    "bronze": [channels.INGEST],
+}
+"""Each layer and the channels its consumer group reads."""
+
+
+@dataclass
+class Context:
+    """What a layer process holds: its compiled config and its connections."""
+
+    plan: Plan
+    redis: aioredis.Redis
+    pool: asyncpg.Pool
+    keys: Keys
+    clock: Callable[[], float] = time.time
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.redis.aclose()
+
+
+def runtime_settings(plan: Plan) -> RuntimeSettings:
+    p = plan.config.pipeline
+    return RuntimeSettings(batch_size=p.batch_size, block_ms=p.block_ms,
+                           max_deliveries=p.max_deliveries, claim_idle_ms=p.claim_idle_ms,
+                           trim_every=p.trim_every)
+
+
+async def open_context(config_dir: Path, redis_url: str, database_url: str,
+                       key_prefix: str = "assay") -> Context:
+    """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate."""
+    plan = build_plan(load_config(config_dir))
+    client = aioredis.from_url(redis_url, health_check_interval=30)
+    await warn_without_persistence(client)
+    pool = await db_pool.connect(database_url)
+    async with pool.acquire() as conn:
+        changes = await migrate(conn, plan.schema, plan.shapes())
+    if changes:
+        log.info("schema_migrated", changes=changes)
+    return Context(plan, client, pool, Keys(key_prefix))
+
+
+async def warn_without_persistence(client: aioredis.Redis) -> None:
+    """One structured warning when Redis would lose unprocessed entries on restart."""
+    info = await client.info("persistence")
+    save = (await client.config_get("save")).get("save", "")
+    if not int(info.get("aof_enabled", 0)) and not save:
+        log.warning("redis_without_persistence",
+                    detail="unprocessed entries and window state are lost if Redis restarts")
+
+
+def make_processor(layer: str, ctx: Context) -> Processor:
+    if layer == "bronze":
+        return BronzeProcessor(ctx.pool, ctx.plan, ctx.clock)
+    raise ValueError(f"unknown layer {layer!r}; known: {sorted(LAYERS)}")
+
+
+def make_consumer(layer: str, ctx: Context, name: str | None = None) -> Consumer:
+    return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx),
+                    divisions=list(ctx.plan.config.divisions), read_channels=LAYERS[layer],
+                    settings=runtime_settings(ctx.plan), name=name)
+
+
+async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
+                    name: str | None = None) -> int:
+    """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code."""
+    consumer = make_consumer(layer, ctx, name)
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(consumer.run(burst=burst))
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("shutdown_requested", layer=layer, signal=sig.name)
+        consumer.stop()
+        loop.call_later(grace_s, task.cancel)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    log.info("layer_started", layer=layer, consumer=consumer.name, streams=consumer.streams)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.warning("shutdown_grace_exceeded", layer=layer, grace_s=grace_s,
+                    detail="unacked entries stay pending and are reclaimed")
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("layer_stopped", layer=layer, batches=consumer.batches,
+             dead_lettered=consumer.dead_lettered)
+    return 0

@@ -1,0 +1,33 @@
+"""Connection settings: one typed object built from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the servers are and how this process names things.
+
+    ``REDIS_URL`` and ``DATABASE_URL`` select the servers; when unset, the face starts
+    embedded ones (``assay.services``) and fills them in.
+    """
+
+    redis_url: str | None
+    database_url: str | None
+    key_prefix: str = "assay"
+    environment: str | None = None
+    config_dir: Path = Path("config")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            database_url=env.get("DATABASE_URL") or None,
+            key_prefix=env.get("ASSAY_KEY_PREFIX", "assay"),
+            environment=env.get("ASSAY_ENV") or None,
+            config_dir=Path(env.get("ASSAY_CONFIG", "config")),
+        )

@@ -1,0 +1,227 @@
+"""The pipeline configuration: JSON files decoded once into frozen Structs.
+
+A config folder holds one or more ``*.json`` files. Each file may carry any of the
+sections ``pipeline``, ``divisions`` and ``tables``; the files are merged, and a name
+defined twice is an error naming both files. Unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from contracts.formulas import Formula
+
+ColumnType = Literal["text", "integer", "number", "date", "timestamp", "boolean"]
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+"""Division and table names: lower-case identifiers, safe in SQL, stream keys and hash tags."""
+
+COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""Column names: source spellings such as ``SalesOrderID`` are kept, always quoted in SQL."""
+
+
+class ConfigError(ValueError):
+    """A config problem, with the file and the JSON path it was found at."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for config Structs: immutable, unknown keys refused."""
+
+
+class PipelineConfig(Strict):
+    """Runtime settings shared by every layer."""
+
+    environment: str = "DEV"
+    db_schema: str = "assay"
+    batch_size: int = 500
+    block_ms: int = 1000
+    max_deliveries: int = 3
+    claim_idle_ms: int = 60_000
+    max_payload_bytes: int = 1_000_000
+    max_backlog_entries: int = 1_000
+    trim_every: int = 20
+
+
+class DivisionConfig(Strict):
+    """A division: the tables each of its sync windows must contain, and its timeouts."""
+
+    name: str
+    tables: list[str]
+    window_timeout_s: float = 900.0
+    retries: int = 3
+    retry_interval_s: float = 60.0
+    on_timeout: Literal["hold", "complete_partial"] = "hold"
+
+
+class Normalise(Strict):
+    """How Silver cleans one column before validation."""
+
+    trim: bool = True
+    collapse_whitespace: bool = False
+    case: Literal["upper", "lower"] | None = None
+    empty_to_null: bool = True
+    default: str | None = None
+
+
+class TableConfig(Strict):
+    """One source table: its raw columns, key, formulas, cleaning and validation."""
+
+    columns: dict[str, ColumnType]
+    key: list[str]
+    source: str = ""
+    sequence: str | None = None
+    mode: Literal["delta", "snapshot"] = "delta"
+    timezone: str = "UTC"
+    timestamp_formats: list[str] = msgspec.field(
+        default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"])
+    date_formats: list[str] = msgspec.field(default_factory=lambda: ["%Y-%m-%d"])
+    formulas: dict[str, Formula] = {}
+    normalise: dict[str, Normalise] = {}
+    validation: dict[str, Any] = {}
+    purge_unknown: bool = False
+
+
+class ConfigFile(Strict):
+    """What one JSON file of the config folder may contain."""
+
+    pipeline: PipelineConfig | None = None
+    divisions: dict[str, DivisionConfig] = {}
+    tables: dict[str, TableConfig] = {}
+
+
+class Config(Strict):
+    """The merged, cross-checked pipeline config."""
+
+    pipeline: PipelineConfig
+    divisions: dict[str, DivisionConfig]
+    tables: dict[str, TableConfig]
+    sources: dict[str, str] = {}
+    """Which file defined each division and table (``table:NAME`` / ``division:NAME``)."""
+
+
+_file_decoder = msgspec.json.Decoder(ConfigFile)
+
+
+def load_config(path: Path | str) -> Config:
+    """Decode and cross-check a config folder (or a single file); raise ConfigError."""
+    root = Path(path)
+    files = sorted(root.rglob("*.json")) if root.is_dir() else [root]
+    if not files:
+        raise ConfigError([f"{root}: no .json config files found"])
+    problems: list[str] = []
+    pipeline: PipelineConfig | None = None
+    pipeline_file = ""
+    divisions: dict[str, DivisionConfig] = {}
+    tables: dict[str, TableConfig] = {}
+    sources: dict[str, str] = {}
+    for file in files:
+        name = str(file)
+        try:
+            part = _file_decoder.decode(file.read_bytes())
+        except msgspec.ValidationError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        except msgspec.DecodeError as exc:
+            problems.append(f"{name}: not valid JSON: {exc}")
+            continue
+        if part.pipeline is not None:
+            if pipeline is not None:
+                problems.append(f"{name}: $.pipeline is already defined in {pipeline_file}")
+            pipeline, pipeline_file = part.pipeline, name
+        for kind, items, target in (
+            ("division", part.divisions, divisions),
+            ("table", part.tables, tables),
+        ):
+            for key, value in items.items():
+                where = f"{kind}:{key}"
+                if where in sources:
+                    problems.append(
+                        f"{name}: $.{kind}s.{key} is already defined in {sources[where]}"
+                    )
+                    continue
+                sources[where] = name
+                target[key] = value  # type: ignore[index]
+    if problems:
+        raise ConfigError(problems)
+    config = Config(
+        pipeline=pipeline or PipelineConfig(),
+        divisions=divisions,
+        tables=tables,
+        sources=sources,
+    )
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def cross_check(config: Config) -> list[str]:
+    """Every reference between parts of the config must resolve; returns the problems."""
+    problems: list[str] = []
+    src = config.sources
+    if not NAME_RE.match(config.pipeline.db_schema):
+        problems.append(f"$.pipeline.db_schema: {config.pipeline.db_schema!r} is not a valid name")
+    for name, division in config.divisions.items():
+        where = f"{src.get('division:' + name, '?')}: $.divisions.{name}"
+        if not NAME_RE.match(name):
+            problems.append(f"{where}: division name must match {NAME_RE.pattern}")
+        if not division.tables:
+            problems.append(f"{where}.tables: a division needs at least one table")
+        for i, table in enumerate(division.tables):
+            if table not in config.tables:
+                problems.append(f"{where}.tables[{i}]: table {table!r} is not defined")
+    for name, table in config.tables.items():
+        problems.extend(_check_table(f"{src.get('table:' + name, '?')}: $.tables.{name}", name, table))
+    return problems
+
+
+def _check_table(where: str, name: str, table: TableConfig) -> list[str]:
+    problems: list[str] = []
+    if not NAME_RE.match(name):
+        problems.append(f"{where}: table name must match {NAME_RE.pattern}")
+    for column in table.columns:
+        if not COLUMN_RE.match(column) or column.startswith("_"):
+            problems.append(
+                f"{where}.columns.{column}: column names must match {COLUMN_RE.pattern}"
+                " and not start with '_'"
+            )
+    fields = set(table.columns) | set(table.formulas)
+    for output in table.formulas:
+        if output in table.columns:
+            problems.append(f"{where}.formulas.{output}: the name is already a column")
+        elif not COLUMN_RE.match(output) or output.startswith("_"):
+            problems.append(f"{where}.formulas.{output}: not a valid column name")
+    if not table.key:
+        problems.append(f"{where}.key: a table needs a key")
+    for i, column in enumerate(table.key):
+        if column not in fields:
+            problems.append(f"{where}.key[{i}]: {column!r} is not a column of the table")
+    if table.sequence is not None and table.sequence not in fields:
+        problems.append(f"{where}.sequence: {table.sequence!r} is not a column of the table")
+    for column in table.normalise:
+        if column not in fields:
+            problems.append(f"{where}.normalise.{column}: not a column of the table")
+    for column in table.validation:
+        if column not in fields:
+            problems.append(f"{where}.validation.{column}: not a column of the table")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(table.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"{where}.timezone: unknown time zone {table.timezone!r}")
+    return problems
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one config file, generated from the Structs, for editors."""
+    return msgspec.json.schema(ConfigFile)

@@ -1,0 +1,112 @@
+"""Tables from config: create, add columns, refuse type changes that would lose data.
+
+The shape each table was created with is recorded in ``_assay_columns``; ``migrate``
+compares the config's shape with it. New columns are added in place (no downtime,
+no data lost); a safe widening is applied; anything else is refused with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from db.ident import qualified, quote
+
+SAFE_WIDENINGS = {
+    ("bigint", "numeric"),
+    ("bigint", "text"),
+    ("numeric", "text"),
+    ("date", "text"),
+    ("date", "timestamptz"),
+    ("timestamptz", "text"),
+    ("boolean", "text"),
+}
+
+
+class MigrationError(ValueError):
+    """The config asks for a schema change that would lose data."""
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """A table as config wants it: ordered columns with SQL types, key, extra indexes."""
+
+    name: str
+    columns: dict[str, str]
+    primary_key: Sequence[str]
+    not_null: Sequence[str] = ()
+    indexes: Sequence[str] = field(default_factory=tuple)
+    """Extra index definitions, as ``(expression, ...)`` SQL over quoted columns."""
+
+
+async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, '_assay_columns')} ("
+        '"table_name" text NOT NULL, "column_name" text NOT NULL, "sql_type" text NOT NULL,'
+        ' PRIMARY KEY ("table_name", "column_name"))'
+    )
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableShape]) -> list[str]:
+    """Bring every table to its shape in one transaction; returns what was changed."""
+    changes: list[str] = []
+    async with conn.transaction():
+        # One migrator at a time, whichever process starts first.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"assay:{schema}")
+        await ensure_schema(conn, schema)
+        for shape in shapes:
+            changes.extend(await _migrate_table(conn, schema, shape))
+    return changes
+
+
+async def _migrate_table(conn: asyncpg.Connection, schema: str, shape: TableShape) -> list[str]:
+    table = qualified(schema, shape.name)
+    recorded = {
+        r["column_name"]: r["sql_type"]
+        for r in await conn.fetch(
+            f'SELECT "column_name", "sql_type" FROM {qualified(schema, "_assay_columns")}'
+            ' WHERE "table_name" = $1',
+            shape.name,
+        )
+    }
+    changes: list[str] = []
+    if not recorded:
+        columns = ", ".join(
+            f"{quote(c)} {t}{' NOT NULL' if c in shape.not_null else ''}"
+            for c, t in shape.columns.items()
+        )
+        key = ", ".join(quote(c) for c in shape.primary_key)
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, PRIMARY KEY ({key}))")
+        changes.append(f"created {shape.name}")
+    else:
+        for column, sql_type in shape.columns.items():
+            old = recorded.get(column)
+            if old is None:
+                await conn.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(column)} {sql_type}"
+                )
+                changes.append(f"added {shape.name}.{column} {sql_type}")
+            elif old != sql_type:
+                if (old, sql_type) not in SAFE_WIDENINGS:
+                    raise MigrationError(
+                        f"table {shape.name!r}, column {column!r}: changing {old} to {sql_type}"
+                        " could lose data; add a new column instead, or migrate it by hand"
+                    )
+                await conn.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN {quote(column)} TYPE {sql_type}"
+                    f" USING {quote(column)}::{sql_type}"
+                )
+                changes.append(f"widened {shape.name}.{column} {old} -> {sql_type}")
+    for i, expression in enumerate(shape.indexes):
+        name = quote(f"{shape.name}_x{i}")
+        await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+    await conn.executemany(
+        f'INSERT INTO {qualified(schema, "_assay_columns")} ("table_name", "column_name",'
+        ' "sql_type") VALUES ($1, $2, $3) ON CONFLICT ("table_name", "column_name")'
+        ' DO UPDATE SET "sql_type" = EXCLUDED."sql_type"',
+        [(shape.name, c, t) for c, t in shape.columns.items()],
+    )
+    return changes

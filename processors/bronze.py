@@ -1,0 +1,155 @@
+"""Bronze: the faithful copy. Every record lands raw, with its formulas' outputs.
+
+A record whose formulas fail on its data is quarantined with the reason (and counted
+as accounted for); a record that is not valid input at all (unknown table, wrong
+division, oversized) is rejected to the dead letters. Everything else lands in one
+COPY + upsert per table and is forwarded to Silver in one stream entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from contracts.messages import Accounted, Landed, LandedBatch, Message, Record, Scalar, TableEnd
+from db import quarantine
+from db.bronze import BronzeWriter
+from db.pool import transaction
+from processors.formulas import FormulaError
+from processors.plan import Plan
+from streams import keys as channels
+from streams.codec import Item
+from streams.consumer import Output
+
+Clock = Callable[[], float]
+
+
+def as_text(value: Scalar) -> str | None:
+    """A raw value as text, the way it lands in Bronze's columns."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def derived_text(value: object) -> str | None:
+    """A formula output as text for the stream (Silver parses it by its declared type)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+class BronzeProcessor:
+    """Lands a batch of records of one division."""
+
+    layer = "bronze"
+
+    def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.clock = clock
+        self.writers = {n: BronzeWriter(plan.schema, t.bronze) for n, t in plan.tables.items()}
+        self.max_payload = plan.config.pipeline.max_payload_bytes
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        now = self.clock()
+        received = dt.datetime.fromtimestamp(now, dt.UTC)
+        out = Output()
+        rows: dict[str, dict[tuple[str, str, int], tuple[Any, ...]]] = {}
+        landed: dict[tuple[str, str, int, str], Landed] = {}
+        held: list[quarantine.Quarantined] = []
+        for item in items:
+            message = item.message
+            if isinstance(message, TableEnd):
+                out.emits.append((channels.BRONZE, message))
+                continue
+            if not isinstance(message, Record):
+                out.rejected.append((item, f"unexpected {type(message).__name__} on ingest"))
+                continue
+            problem = self._door_check(item, message)
+            if problem:
+                out.rejected.append((item, problem))
+                continue
+            raw = {k: as_text(v) for k, v in message.payload.items()}
+            table = self.plan.tables[message.table]
+            try:
+                derived = table.formulas.apply(raw)
+            except FormulaError as exc:
+                held.append(self._quarantined(message, exc))
+                continue
+            row = self._row(table.bronze.columns, message, raw, derived, item.entry_id, received)
+            rows.setdefault(message.table, {})[(message.division, message.window, message.row)] = row
+            landed[(message.division, message.window, message.row, message.table)] = Landed(
+                record=message,
+                derived={k: derived_text(v) for k, v in derived.items()},
+                bronze_id=item.entry_id,
+            )
+        async with transaction(self.pool) as conn:
+            for table_name, by_key in rows.items():
+                await self.writers[table_name].land(conn, list(by_key.values()))
+            await quarantine.add(conn, self.plan.schema, held, now)
+        if landed:
+            out.emits.append((channels.BRONZE, LandedBatch(items=list(landed.values()))))
+        out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(held))
+        return out
+
+    def _door_check(self, item: Item, record: Record) -> str | None:
+        if record.table not in self.plan.tables:
+            return f"unknown table {record.table!r}"
+        if f"{{{record.division}}}" not in item.stream:
+            return f"record of division {record.division!r} on another division's stream"
+        if record.row < 1:
+            return f"row numbers start at 1, got {record.row}"
+        size = sum(len(v) for v in record.payload.values() if isinstance(v, str))
+        if size > self.max_payload:
+            return f"payload of {size} bytes exceeds max_payload_bytes={self.max_payload}"
+        return None
+
+    def _row(self, columns: dict[str, str], record: Record, raw: dict[str, str | None],
+             derived: dict[str, Any], entry_id: str, received: dt.datetime) -> tuple[Any, ...]:
+        table = self.plan.tables[record.table].config
+        extra = {k: v for k, v in raw.items() if k not in table.columns}
+        values: dict[str, Any] = {
+            "_division": record.division,
+            "_window": record.window,
+            "_row": record.row,
+            "_op": record.op,
+            "_seq": None if record.seq is None else str(record.seq),
+            "_entry_id": entry_id,
+            "_received_at": received,
+            "_extra": msgspec.json.encode(extra).decode() if extra else None,
+        }
+        values.update(raw)
+        values.update(derived)
+        return tuple(values.get(c) for c in columns)
+
+    def _quarantined(self, record: Record, exc: FormulaError) -> quarantine.Quarantined:
+        table = self.plan.tables[record.table].config
+        key = "|".join(str(record.payload.get(k)) for k in table.key)
+        return quarantine.Quarantined(
+            division=record.division, table=record.table, window=record.window, row=record.row,
+            layer=self.layer, key=key, rule="formula", field=exc.field, message=exc.reason,
+            payload=msgspec.json.encode(record.payload).decode(),
+        )
+
+
+def _accounted(held: Sequence[quarantine.Quarantined]) -> list[Message]:
+    by_table: dict[tuple[str, str, str], list[int]] = {}
+    for q in held:
+        by_table.setdefault((q.division, q.table, q.window), []).append(q.row)
+    return [
+        Accounted(division=d, table=t, window=w, layer="bronze", quarantined=sorted(rows))
+        for (d, t, w), rows in by_table.items()
+    ]

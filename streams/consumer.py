@@ -1,0 +1,355 @@
+"""The consumer-group loop, written once for every layer.
+
+Read a batch (own pending entries first, then new ones, then entries reclaimed from
+dead consumers), decode it into typed items, hand them to the layer's processor,
+and only after the processor has committed its effects forward its output, write
+dead letters and ack, in one Redis transaction per division stream.
+
+A batch whose processing fails is split in halves until the failing item is
+isolated; that item alone is retried and finally dead-lettered, its batch-mates
+commit. Infrastructure errors (``TransientError``, lost connections) retry the
+whole batch with capped backoff and never dead-letter anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+
+from contracts.errors import TransientError
+from contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
+from streams import keys as channels
+from streams.codec import Item, UndecodableEntry, decode_entry, encode, flatten
+from streams.keys import Keys
+
+log = structlog.get_logger("assay.streams")
+
+TRANSIENT = (TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+             ConnectionError, OSError)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How a consumer reads, retries and recovers."""
+
+    batch_size: int = 500
+    block_ms: int = 1000
+    max_deliveries: int = 3
+    claim_idle_ms: int = 60_000
+    trim_every: int = 20
+    backoff_start_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+
+@dataclass
+class Output:
+    """What a processor returns after committing: messages to forward, items to reject.
+
+    ``emits`` are (channel, message) pairs for the division being processed.
+    ``rejected`` items are dead-lettered at once with the reason (bad input that no
+    retry can fix, such as an unknown table).
+    """
+
+    emits: list[tuple[str, Message]] = field(default_factory=list)
+    rejected: list[tuple[Item, str]] = field(default_factory=list)
+
+
+class Processor(Protocol):
+    """A layer's logic: receives a typed batch of one division, commits, returns output."""
+
+    layer: str
+
+    async def process(self, items: Sequence[Item]) -> Output: ...
+
+
+@dataclass
+class BatchResult:
+    """Counts of one committed batch, for logs, notifications and metrics."""
+
+    layer: str
+    division: str
+    stream: str
+    first_id: str
+    last_id: str
+    items: int
+    dead: int
+    emitted: int
+    seconds: float
+
+
+def consumer_name(layer: str) -> str:
+    return f"{layer}-{socket.gethostname()}-{os.getpid()}"
+
+
+class Consumer:
+    """One consumer of a layer's group, reading every division stream of its channels."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        processor: Processor,
+        divisions: Sequence[str],
+        read_channels: Sequence[str],
+        settings: RuntimeSettings | None = None,
+        name: str | None = None,
+        sleep: Sleep = asyncio.sleep,
+        on_batch: Callable[[BatchResult], Any] | None = None,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.processor = processor
+        self.layer = processor.layer
+        self.group = keys.group(self.layer)
+        self.streams = [keys.stream(d, c) for d in divisions for c in read_channels]
+        self.settings = settings or RuntimeSettings()
+        self.name = name or consumer_name(self.layer)
+        self.sleep = sleep
+        self.on_batch = on_batch
+        self.stopping = asyncio.Event()
+        self.dead_lettered = 0
+        self.batches = 0
+
+    async def ensure_groups(self) -> None:
+        """Create the group on every stream it reads, idempotently."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def stop(self) -> None:
+        """Stop reading; the batch in hand is finished, committed and acked."""
+        self.stopping.set()
+
+    async def run(self, burst: bool = False) -> None:
+        """Consume until stopped; with ``burst`` return once every stream is drained."""
+        await self._retrying(self.ensure_groups)
+        await asyncio.gather(*(self._run_stream(s, burst) for s in self.streams))
+
+    async def _run_stream(self, stream: str, burst: bool) -> None:
+        bound = log.bind(layer=self.layer, stream=stream, group=self.group, consumer=self.name)
+        reading_history = True
+        batches = 0
+        while not self.stopping.is_set():
+            entries: list[tuple[str, dict[bytes, bytes], int]] = []
+            if reading_history:
+                entries = await self._retrying(lambda: self._history(stream))
+                reading_history = bool(entries)
+            if not entries:
+                entries = await self._retrying(lambda: self._claim(stream))
+            if not entries:
+                fresh = await self._retrying(
+                    lambda: self._read(stream, ">", block=not burst))
+                entries = [(i, f, 1) for i, f in fresh]
+            if not entries:
+                if burst:
+                    return
+                continue
+            await self._handle(bound, stream, entries)
+            batches += 1
+            if batches % self.settings.trim_every == 0:
+                await self._retrying(lambda: self.trim(stream))
+
+    async def _read(self, stream: str, start: str, block: bool = False
+                    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        reply = await self.redis.xreadgroup(
+            self.group, self.name, {stream: start}, count=self.settings.batch_size,
+            block=self.settings.block_ms if block else None)
+        if not reply:
+            return []
+        return [(_text(i), f) for i, f in reply[0][1] if f is not None]
+
+    async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """This consumer's own pending entries (from before a restart), oldest first."""
+        reply = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
+                                            count=self.settings.batch_size)
+        raw = reply[0][1] if reply else []
+        gone = [i for i, f in raw if f is None]
+        if gone:
+            # Trimmed while pending: nothing left to process; ack so they stop blocking us.
+            log.error("pending_entries_deleted", stream=stream, ids=[_text(i) for i in gone])
+            await self.redis.xack(stream, self.group, *gone)
+        entries = [(_text(i), f) for i, f in raw if f is not None]
+        return await self._with_deliveries(stream, entries) if entries else []
+
+    async def _claim(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """Entries left pending by a consumer idle past the threshold become ours."""
+        reply = await self.redis.xautoclaim(
+            stream, self.group, self.name, min_idle_time=self.settings.claim_idle_ms,
+            start_id="0-0", count=self.settings.batch_size)
+        claimed = [(_text(i), f) for i, f in reply[1] if f is not None]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:
+            # Entries trimmed away while pending cannot be processed; say so, loudly.
+            log.error("pending_entries_deleted", stream=stream, ids=[_text(i) for i in deleted])
+        if claimed:
+            log.warning("entries_reclaimed", stream=stream, count=len(claimed),
+                        first_id=claimed[0][0], last_id=claimed[-1][0])
+            return await self._with_deliveries(stream, claimed)
+        return []
+
+    async def _with_deliveries(self, stream: str, entries: list[tuple[str, dict[bytes, bytes]]]
+                               ) -> list[tuple[str, dict[bytes, bytes], int]]:
+        pending = await self.redis.xpending_range(
+            stream, self.group, min=entries[0][0], max=entries[-1][0],
+            count=len(entries) * 2, consumername=self.name)
+        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [(i, f, counts.get(i, 1)) for i, f in entries]
+
+    async def _handle(self, bound: Any, stream: str,
+                      entries: list[tuple[str, dict[bytes, bytes], int]]) -> None:
+        started = time.perf_counter()
+        items: list[Item] = []
+        dead: list[DeadLetter] = []
+        for entry_id, fields, deliveries in entries:
+            try:
+                message = decode_entry(fields)
+            except UndecodableEntry as exc:
+                dead.append(DeadLetter(layer=self.layer, stream=stream, entry_id=entry_id,
+                                       error=exc.reason, deliveries=deliveries, raw=exc.raw))
+                continue
+            if deliveries > self.settings.max_deliveries:
+                # Delivered again and again without an ack: a consumer died on it each time.
+                reason = (f"delivered {deliveries} times without an ack "
+                          f"(max_deliveries={self.settings.max_deliveries})")
+                dead.extend(self._dead_letter(i, reason)
+                            for i in flatten(stream, entry_id, message, deliveries))
+                continue
+            items.extend(flatten(stream, entry_id, message, deliveries))
+        batch_log = bound.bind(first_id=entries[0][0], last_id=entries[-1][0],
+                               division=self.keys.division_of(stream))
+        emits: list[tuple[str, Message]] = []
+        if items:
+            emits, failed = await self._retrying(lambda: self._isolating(batch_log, items))
+            dead.extend(failed)
+        await self._retrying(lambda: self._commit(stream, [e[0] for e in entries], emits, dead))
+        self.dead_lettered += len(dead)
+        self.batches += 1
+        result = BatchResult(self.layer, self.keys.division_of(stream), stream, entries[0][0],
+                             entries[-1][0], len(items), len(dead), len(emits),
+                             time.perf_counter() - started)
+        batch_log.debug("batch_committed", items=result.items, dead=result.dead,
+                        emitted=result.emitted, seconds=round(result.seconds, 4))
+        if self.on_batch is not None:
+            self.on_batch(result)
+
+    async def _isolating(self, batch_log: Any, items: Sequence[Item]
+                         ) -> tuple[list[tuple[str, Message]], list[DeadLetter]]:
+        """Process items; on failure split until the failing item is alone."""
+        try:
+            output = await self.processor.process(items)
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                mid = len(items) // 2
+                left_emits, left_dead = await self._isolating(batch_log, items[:mid])
+                right_emits, right_dead = await self._isolating(batch_log, items[mid:])
+                return left_emits + right_emits, left_dead + right_dead
+            return await self._retry_alone(batch_log, items[0], exc)
+        dead = [self._dead_letter(item, reason) for item, reason in output.rejected]
+        for letter in dead:
+            batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
+        return output.emits, dead
+
+    async def _retry_alone(self, batch_log: Any, item: Item, error: Exception
+                           ) -> tuple[list[tuple[str, Message]], list[DeadLetter]]:
+        deliveries = item.deliveries
+        while deliveries < self.settings.max_deliveries:
+            deliveries += 1
+            try:
+                output = await self.processor.process([item])
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                error = exc
+                continue
+            return output.emits, [self._dead_letter(i, r) for i, r in output.rejected]
+        letter = self._dead_letter(item, f"{type(error).__name__}: {error}", deliveries)
+        batch_log.error("item_dead_lettered", entry_id=item.entry_id, index=item.index,
+                        error=letter.error, deliveries=deliveries)
+        return [], [letter]
+
+    def _dead_letter(self, item: Item, reason: str, deliveries: int | None = None) -> DeadLetter:
+        message = item.message
+        division = table = window = None
+        row = None
+        if isinstance(message, Landed):
+            message = message.record
+        if isinstance(message, Record | TableEnd | Accounted):
+            division, table, window = message.division, message.table, message.window
+        if isinstance(message, Record):
+            row = message.row
+        return DeadLetter(layer=self.layer, stream=item.stream, entry_id=item.entry_id,
+                          error=reason, deliveries=deliveries or item.deliveries,
+                          division=division, table=table, window=window, row=row,
+                          raw=encode(item.message)[b"msgpack"])
+
+    async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Message]],
+                      dead: list[DeadLetter]) -> None:
+        """Forward, dead-letter and ack in one transaction on the division's slot."""
+        division = self.keys.division_of(stream)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for channel, message in emits:
+                pipe.xadd(self.keys.stream(division, channel), encode(message))
+            for letter in dead:
+                pipe.xadd(self.keys.stream(division, channels.DEAD), encode(letter))
+            pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
+    async def trim(self, stream: str) -> int:
+        """Trim entries that every group has delivered and acked; never anything else."""
+        groups = await self.redis.xinfo_groups(stream)
+        if not groups:
+            return 0
+        floor: str | None = None
+        for group in groups:
+            if int(group["pending"]) > 0:
+                summary = await self.redis.xpending(stream, group["name"])
+                candidate = _text(summary["min"])
+            else:
+                candidate = _next_id(_text(group["last-delivered-id"]))
+            if floor is None or _id_key(candidate) < _id_key(floor):
+                floor = candidate
+        if floor is None or floor == "0-1":
+            return 0
+        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
+
+    async def _retrying(self, action: Callable[[], Awaitable[Any]]) -> Any:
+        """Run an action, retrying lost connections with capped exponential backoff."""
+        delay = self.settings.backoff_start_s
+        while True:
+            try:
+                return await action()
+            except TRANSIENT as exc:
+                log.warning("transient_error", layer=self.layer, error=f"{type(exc).__name__}: "
+                            f"{exc}", retry_in_s=delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, self.settings.backoff_max_s)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}"

@@ -1,0 +1,42 @@
+"""Every Redis key name, stream and consumer group of assay, in one place.
+
+Keys of one division share a Redis Cluster hash tag (``{division}``), so every
+multi-key command and script issued for a division maps to one cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INGEST = "ingest"
+"""Producers write records and table-ends here; Bronze reads it."""
+BRONZE = "bronze"
+"""Bronze forwards landed records here; Silver reads it."""
+ACCOUNTED = "accounted"
+"""Rows that reached their final place (Silver, quarantine); the barrier reads it."""
+DEAD = "dead"
+"""Dead letters of every layer of the division; the barrier reads it too."""
+WINDOWS = "windows"
+"""Window outcomes from the barrier; Gold reads it."""
+
+CHANNELS = (INGEST, BRONZE, ACCOUNTED, DEAD, WINDOWS)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix; tests use their own prefix to stay isolated."""
+
+    prefix: str = "assay"
+
+    def stream(self, division: str, channel: str) -> str:
+        return f"{self.prefix}:{{{division}}}:{channel}"
+
+    def group(self, layer: str) -> str:
+        return f"{self.prefix}:{layer}"
+
+    def state(self, division: str, name: str) -> str:
+        """A state key of a division (window barrier hashes and bitmaps)."""
+        return f"{self.prefix}:{{{division}}}:state:{name}"
+
+    def division_of(self, stream: str) -> str:
+        return stream[stream.index("{") + 1 : stream.index("}")]

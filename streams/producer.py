@@ -1,0 +1,156 @@
+"""The producer API: push the records of a table of one division and window.
+
+Rows are numbered 1..N in the order given and sent in chunks, each chunk one stream
+entry holding a ``RecordBatch`` (one round trip per chunk, not per record). The
+table ends with a ``TableEnd`` carrying N. Resending after a network error uses the
+same row numbers, so a retry never duplicates a row downstream.
+
+Backpressure: before each chunk the producer waits while the division's ingest
+stream holds more than ``max_backlog`` entries not yet trimmed away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+
+from contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
+from streams import keys as channels
+from streams.codec import encode
+from streams.keys import Keys
+
+log = structlog.get_logger("assay.producer")
+
+Row = Mapping[str, Scalar]
+
+
+class ProducerError(ValueError):
+    """The producer was asked to send something the pipeline would not accept."""
+
+
+@dataclass(frozen=True)
+class TableTarget:
+    """Where rows go and how they are read: division, table, window, and row options."""
+
+    division: str
+    table: str
+    window: str
+    seq_field: str | None = None
+    op: Operation = "upsert"
+
+
+class Producer:
+    """Sends table records into a division's ingest stream."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        known: Mapping[str, Iterable[str]] | None = None,
+        chunk_size: int = 500,
+        max_backlog: int = 1_000,
+        retries: int = 5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.known = {d: set(t) for d, t in known.items()} if known is not None else None
+        self.chunk_size = chunk_size
+        self.max_backlog = max_backlog
+        self.retries = retries
+        self.sleep = sleep
+
+    def check(self, target: TableTarget) -> None:
+        """Refuse an unknown division or table before anything is sent."""
+        if self.known is None:
+            return
+        if target.division not in self.known:
+            raise ProducerError(
+                f"unknown division {target.division!r}; known: {sorted(self.known)}")
+        if target.table not in self.known[target.division]:
+            raise ProducerError(
+                f"table {target.table!r} is not expected for division {target.division!r};"
+                f" expected: {sorted(self.known[target.division])}")
+
+    async def send_table(
+        self,
+        target: TableTarget,
+        rows: Iterable[Row] | AsyncIterable[Row],
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Send every row, then the table-end; returns the row count."""
+        self.check(target)
+        count = 0
+        chunk: list[Record] = []
+        async for row in _aiter(rows):
+            count += 1
+            seq = row.get(target.seq_field) if target.seq_field else None
+            chunk.append(Record(
+                division=target.division, table=target.table, window=target.window,
+                row=count, payload=dict(row), op=target.op,
+                seq=None if seq is None or isinstance(seq, bool | float) else seq,
+            ))
+            if len(chunk) >= self.chunk_size:
+                await self.send_records(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+                chunk = []
+        if chunk:
+            await self.send_records(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        await self.end_table(target, count)
+        return count
+
+    async def send_records(self, records: list[Record]) -> None:
+        """Send records of one division as one entry, retrying lost connections."""
+        if not records:
+            return
+        division = records[0].division
+        if any(r.division != division for r in records):
+            raise ProducerError("one call sends records of one division")
+        stream = self.keys.stream(division, channels.INGEST)
+        await self._wait_for_room(stream)
+        await self._with_retry(lambda: self.redis.xadd(stream, encode(RecordBatch(records=records))))
+
+    async def end_table(self, target: TableTarget, rows: int) -> None:
+        stream = self.keys.stream(target.division, channels.INGEST)
+        message = TableEnd(division=target.division, table=target.table, window=target.window,
+                           rows=rows)
+        await self._with_retry(lambda: self.redis.xadd(stream, encode(message)))
+        log.info("table_sent", division=target.division, table=target.table,
+                 window=target.window, rows=rows)
+
+    async def _wait_for_room(self, stream: str) -> None:
+        delay = 0.05
+        while int(await self._with_retry(lambda: self.redis.xlen(stream))) > self.max_backlog:
+            await self.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _with_retry(self, send: Callable[[], Awaitable[object]]) -> object:
+        delay = 0.1
+        for attempt in range(1, self.retries + 1):
+            try:
+                return await send()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if attempt == self.retries:
+                    raise
+                log.warning("producer_retry", attempt=attempt, error=str(exc), retry_in_s=delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+
+async def _aiter(rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterable[Row]:
+    if isinstance(rows, AsyncIterable):
+        async for row in rows:
+            yield row
+    else:
+        for row in rows:
+            yield row

@@ -1,0 +1,277 @@
+"""The consumer-group runtime against real Redis and PostgreSQL, through the Bronze layer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from assay.runner import Context, make_consumer, open_context
+from contracts.messages import DeadLetter, LandedBatch, TableEnd, msgpack_decoder
+from streams import keys as channels
+from streams.codec import Item
+from streams.consumer import Consumer, Output, RuntimeSettings
+from streams.keys import Keys
+from streams.producer import Producer, TableTarget
+from tests.conftest import item_rows
+
+
+@pytest.fixture
+async def ctx(config_dir: Path, redis_url: str, database_url: str, prefix: str,
+              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
+    context = await open_context(config_dir, redis_url, database_url, prefix)
+    yield context
+    await context.close()
+
+
+async def produce(ctx: Context, n: int, division: str = "east", window: str = "2024-01",
+                  rows: list[dict[str, object]] | None = None) -> None:
+    producer = Producer(ctx.redis, ctx.keys, chunk_size=100)
+    await producer.send_table(TableTarget(division, "item", window), rows or item_rows(n))
+
+
+async def bronze_count(ctx: Context) -> int:
+    return int(await ctx.pool.fetchval(f'SELECT count(*) FROM "{ctx.plan.schema}"."bronze_item"'))
+
+
+async def entries(ctx: Context, division: str, channel: str) -> list[object]:
+    stream = ctx.keys.stream(division, channel)
+    return [msgpack_decoder.decode(f[b"msgpack"])
+            for _, f in await ctx.redis.xrange(stream)]
+
+
+async def pending(ctx: Context, division: str = "east", layer: str = "bronze") -> int:
+    stream = ctx.keys.stream(division, channels.INGEST)
+    return int((await ctx.redis.xpending(stream, ctx.keys.group(layer)))["pending"])
+
+
+async def test_group_creation_is_idempotent(ctx: Context) -> None:
+    consumer = make_consumer("bronze", ctx)
+    await consumer.ensure_groups()
+    await consumer.ensure_groups()
+    groups = await ctx.redis.xinfo_groups(ctx.keys.stream("east", channels.INGEST))
+    assert [g["name"] for g in groups] == [ctx.keys.group("bronze").encode()]
+
+
+async def test_batches_are_landed_forwarded_and_acked(ctx: Context) -> None:
+    await produce(ctx, 1200)
+    await make_consumer("bronze", ctx).run(burst=True)
+    assert await bronze_count(ctx) == 1200
+    assert await pending(ctx) == 0
+    forwarded = await entries(ctx, "east", channels.BRONZE)
+    landed = [x for m in forwarded if isinstance(m, LandedBatch) for x in m.items]
+    assert sorted(x.record.row for x in landed) == list(range(1, 1201))
+    assert [m.rows for m in forwarded if isinstance(m, TableEnd)] == [1200]
+
+
+async def test_formula_outputs_land_typed(ctx: Context) -> None:
+    await produce(ctx, 2)
+    await make_consumer("bronze", ctx).run(burst=True)
+    rows = await ctx.pool.fetch(
+        f'SELECT "id", "weight_kg" FROM "{ctx.plan.schema}"."bronze_item" ORDER BY "_row"')
+    assert [str(r["weight_kg"]) for r in rows] == ["1.133980925", "0.0025"]
+
+
+async def test_one_poison_record_among_500(ctx: Context) -> None:
+    rows = item_rows(500)
+    rows[321]["name"] = "bad\x00name"
+    await produce(ctx, 500, rows=rows)
+    consumer = make_consumer("bronze", ctx)
+    await consumer.run(burst=True)
+    assert await bronze_count(ctx) == 499
+    dead = await entries(ctx, "east", channels.DEAD)
+    assert len(dead) == 1
+    letter = dead[0]
+    assert isinstance(letter, DeadLetter)
+    assert letter.row == 322 and letter.table == "item" and letter.layer == "bronze"
+    assert "0x00" in letter.error
+    assert letter.deliveries == 3
+    assert await pending(ctx) == 0
+
+
+async def test_retried_table_does_not_duplicate_rows(ctx: Context) -> None:
+    await produce(ctx, 300)
+    await produce(ctx, 300)  # the producer's retry re-sends the same row numbers
+    await make_consumer("bronze", ctx).run(burst=True)
+    assert await bronze_count(ctx) == 300
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+class DiesAfterCommit:
+    """Commits like Bronze, then dies before the loop can ack (as SIGKILL would)."""
+
+    layer = "bronze"
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        await self.inner.process(items)  # type: ignore[attr-defined]
+        raise Killed
+
+
+async def test_killed_consumer_entries_are_reclaimed_once(ctx: Context) -> None:
+    await produce(ctx, 250)
+    doomed = make_consumer("bronze", ctx, name="doomed")
+    doomed.processor = DiesAfterCommit(doomed.processor)
+    with pytest.raises(Killed):
+        await doomed.run(burst=True)
+    assert await pending(ctx) > 0
+    rescuer = make_consumer("bronze", ctx, name="rescuer")
+    rescuer.settings = RuntimeSettings(batch_size=100, block_ms=50, claim_idle_ms=0)
+    await rescuer.run(burst=True)
+    assert await bronze_count(ctx) == 250
+    assert await pending(ctx) == 0
+    forwarded = await entries(ctx, "east", channels.BRONZE)
+    rows = [x.record.row for m in forwarded if isinstance(m, LandedBatch) for x in m.items]
+    assert sorted(set(rows)) == list(range(1, 251))
+
+
+class FailsOn:
+    """Fails every time it sees one given row; everything else is fine."""
+
+    layer = "bronze"
+
+    def __init__(self, row: int) -> None:
+        self.row = row
+        self.attempts = 0
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        if any(getattr(i.message, "row", None) == self.row for i in items):
+            self.attempts += 1
+            raise RuntimeError(f"row {self.row} is cursed")
+        return Output()
+
+
+async def test_dead_letter_after_max_deliveries(ctx: Context) -> None:
+    await produce(ctx, 10)
+    consumer = make_consumer("bronze", ctx)
+    failing = FailsOn(7)
+    consumer.processor = failing
+    await consumer.run(burst=True)
+    dead = await entries(ctx, "east", channels.DEAD)
+    assert len(dead) == 1 and isinstance(dead[0], DeadLetter)
+    assert dead[0].row == 7 and dead[0].deliveries == 3
+    assert "cursed" in dead[0].error
+    assert await pending(ctx) == 0
+
+
+async def test_redelivered_entry_past_max_is_dead_lettered(ctx: Context) -> None:
+    await produce(ctx, 10)
+    stream = ctx.keys.stream("east", channels.INGEST)
+    group = ctx.keys.group("bronze")
+    consumer = make_consumer("bronze", ctx, name="again")
+    await consumer.ensure_groups()
+    await ctx.redis.xreadgroup(group, "again", {stream: ">"}, count=1)
+    failing = FailsOn(3)
+    consumer.processor = failing
+    for _ in range(3):  # three crashes: each restart re-reads its own pending entry
+        await ctx.redis.xreadgroup(group, "again", {stream: "0"}, count=1)
+    await consumer.run(burst=True)
+    dead = await entries(ctx, "east", channels.DEAD)
+    # Delivered past the limit without an ack: a consumer died on it each time, so the
+    # entry is dead-lettered unprocessed (all its rows, with the reason) and the loop ends.
+    assert len(dead) == 10 and failing.attempts == 0
+    assert all("without an ack" in d.error for d in dead)  # type: ignore[attr-defined]
+    assert await pending(ctx) == 0
+
+
+async def test_two_consumers_share_a_group(ctx: Context) -> None:
+    # Each table is sent twice (a producer retry), so both consumers upsert the same keys.
+    for _ in range(2):
+        await asyncio.gather(produce(ctx, 1000, "east"), produce(ctx, 1000, "west"))
+    first, second = make_consumer("bronze", ctx, "one"), make_consumer("bronze", ctx, "two")
+    first.settings = second.settings = RuntimeSettings(batch_size=3, block_ms=50)
+    await asyncio.gather(first.run(burst=True), second.run(burst=True))
+    assert await bronze_count(ctx) == 2000
+    assert first.batches > 0 and second.batches > 0
+    for division in ("east", "west"):
+        forwarded = await entries(ctx, division, channels.BRONZE)
+        rows = [x.record.row for m in forwarded if isinstance(m, LandedBatch) for x in m.items]
+        assert sorted(rows) == sorted(list(range(1, 1001)) * 2)  # each entry handled once
+
+
+async def test_undecodable_and_unknown_input_is_dead_lettered(ctx: Context) -> None:
+    stream = ctx.keys.stream("east", channels.INGEST)
+    good = {"type": "record", "division": "east", "table": "item", "window": "w", "row": 1,
+            "payload": {"id": "1", "name": "raw xadd", "qty": "1", "weight": "1", "unit": "LB"}}
+    await ctx.redis.xadd(stream, {"json": msgspec.json.encode(good)})
+    await ctx.redis.xadd(stream, {"json": b"{not json"})
+    await ctx.redis.xadd(stream, {"json": msgspec.json.encode({**good, "table": "nope"})})
+    await ctx.redis.xadd(stream, {"json": msgspec.json.encode({**good, "division": "west"})})
+    await ctx.redis.xadd(stream, {"something": b"else"})
+    await make_consumer("bronze", ctx).run(burst=True)
+    assert await bronze_count(ctx) == 1
+    errors = [d.error for d in await entries(ctx, "east", channels.DEAD)]  # type: ignore[attr-defined]
+    assert len(errors) == 4
+    for expected in ("invalid message", "unknown table 'nope'", "another division", "neither"):
+        assert sum(expected in e for e in errors) == 1, expected
+    assert await pending(ctx) == 0
+
+
+async def test_trim_keeps_what_a_group_has_not_processed(ctx: Context) -> None:
+    await produce(ctx, 500)
+    stream = ctx.keys.stream("east", channels.INGEST)
+    consumer = make_consumer("bronze", ctx)
+    await consumer.ensure_groups()
+    await ctx.redis.xgroup_create(stream, "laggard", id="0")
+    await consumer.run(burst=True)
+    length = await ctx.redis.xlen(stream)
+    assert await consumer.trim(stream) == 0  # the laggard group has read nothing
+    await ctx.redis.xreadgroup("laggard", "l", {stream: ">"}, count=2)
+    assert await consumer.trim(stream) == 0  # read but not acked
+    first = (await ctx.redis.xrange(stream, count=1))[0][0]
+    await ctx.redis.xack(stream, "laggard", first)
+    assert await consumer.trim(stream) == 1
+    assert await ctx.redis.xlen(stream) == length - 1
+
+
+async def test_multi_key_commands_stay_in_one_slot(ctx: Context) -> None:
+    keys: Keys = ctx.keys
+    for division in ("east", "west", "north_america"):
+        slots = {key_slot(keys.stream(division, c).encode()) for c in channels.CHANNELS}
+        slots.add(key_slot(keys.state(division, "windows").encode()))
+        assert len(slots) == 1
+    seen: list[set[int]] = []
+    original = ctx.redis.pipeline
+
+    def recording_pipeline(*args: object, **kwargs: object) -> object:
+        pipe = original(*args, **kwargs)
+        execute = pipe.execute
+
+        async def checked_execute(*a: object, **kw: object) -> object:
+            seen.append({key_slot(_key(c).encode()) for c in pipe.command_stack if _key(c)})
+            return await execute(*a, **kw)
+
+        pipe.execute = checked_execute  # type: ignore[method-assign]
+        return pipe
+
+    ctx.redis.pipeline = recording_pipeline  # type: ignore[method-assign]
+    rows = item_rows(50)
+    rows[3]["name"] = "\x00"
+    await produce(ctx, 50, rows=rows)
+    await make_consumer("bronze", ctx).run(burst=True)
+    assert seen and all(len(s) == 1 for s in seen)
+
+
+def _key(command: object) -> str:
+    args = command[0]  # type: ignore[index]
+    name = str(args[0]).upper()
+    if name in ("XADD", "XACK", "XTRIM", "XLEN"):
+        value = args[1]
+        return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
+async def test_consumer_settings_come_from_config(ctx: Context) -> None:
+    consumer = make_consumer("bronze", ctx)
+    assert isinstance(consumer, Consumer)
+    assert consumer.settings.batch_size == 100
