@@ -38,6 +38,7 @@ class Context:
     redis: aioredis.Redis
     pool: asyncpg.Pool
     keys: Keys
+    application_name: str = "assay"
     clock: Callable[[], float] = time.time
 
     async def close(self) -> None:
@@ -58,12 +59,13 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     plan = build_plan(load_config(config_dir))
     client = aioredis.from_url(redis_url, health_check_interval=30)
     await warn_without_persistence(client)
-    pool = await db_pool.connect(database_url)
+    application_name = f"assay:{key_prefix}"
+    pool = await db_pool.connect(database_url, application_name=application_name)
     async with pool.acquire() as conn:
         changes = await migrate(conn, plan.schema, plan.shapes())
     if changes:
         log.info("schema_migrated", changes=changes)
-    return Context(plan, client, pool, Keys(key_prefix))
+    return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
 async def warn_without_persistence(client: aioredis.Redis) -> None:

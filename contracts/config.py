@@ -108,7 +108,87 @@ class Config(Strict):
     """Which file defined each division and table (``table:NAME`` / ``division:NAME``)."""
 
 
-_file_decoder = msgspec.json.Decoder(ConfigFile)
+_sections_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _at(exc: msgspec.ValidationError, path: str) -> str:
+    """msgspec's message with its JSON path made absolute from ``path``."""
+    message = str(exc)
+    if " - at `$" in message:
+        return message.replace(" - at `$", f" - at `{path}", 1)
+    return f"{message} - at `{path}`"
+
+
+def _decode(raw: msgspec.Raw, kind: type[Any], path: str) -> Any:
+    """Decode one part; on error, narrow dict members down to the one that failed."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        if "[...]" in str(exc):
+            narrowed = _narrow(raw, kind, path)
+            if narrowed:
+                raise ConfigError([narrowed]) from exc
+        raise ConfigError([_at(exc, path)]) from exc
+
+
+def _narrow(raw: msgspec.Raw, kind: type[Any], path: str) -> str | None:
+    """Find which member of a dict-valued field failed, for a precise path."""
+    try:
+        fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    except msgspec.ValidationError:
+        return None
+    hints = {f.encode_name: f.type for f in msgspec.structs.fields(kind)} if isinstance(
+        kind, type) and issubclass(kind, msgspec.Struct) else {}
+    for name, value in fields.items():
+        member = hints.get(name)
+        if getattr(member, "__origin__", None) is dict:
+            inner = member.__args__[1]  # type: ignore[union-attr]
+            try:
+                members = msgspec.json.decode(value, type=dict[str, msgspec.Raw])
+            except msgspec.ValidationError:
+                continue
+            for key, item in members.items():
+                try:
+                    _decode(item, inner, f"{path}.{name}.{key}")
+                except ConfigError as exc:
+                    return exc.problems[0]
+    return None
+
+
+def _decode_file(data: bytes) -> ConfigFile:
+    try:
+        sections = _sections_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([_at(exc, "$")]) from exc
+    unknown = sorted(set(sections) - {"pipeline", "divisions", "tables"})
+    if unknown:
+        raise ConfigError([f"unknown section {unknown[0]!r} (expected pipeline, divisions,"
+                           f" tables) - at `$.{unknown[0]}`"])
+    problems: list[str] = []
+    parts: dict[str, Any] = {}
+    if "pipeline" in sections:
+        try:
+            parts["pipeline"] = _decode(sections["pipeline"], PipelineConfig, "$.pipeline")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for section, kind in (("divisions", DivisionConfig), ("tables", TableConfig)):
+        if section not in sections:
+            continue
+        try:
+            members = msgspec.json.decode(sections[section], type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError as exc:
+            problems.append(_at(exc, f"$.{section}"))
+            continue
+        decoded = {}
+        for key, raw in members.items():
+            try:
+                decoded[key] = _decode(raw, kind, f"$.{section}.{key}")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        parts[section] = decoded
+    if problems:
+        raise ConfigError(problems)
+    return ConfigFile(**parts)
 
 
 def load_config(path: Path | str) -> Config:
@@ -126,9 +206,9 @@ def load_config(path: Path | str) -> Config:
     for file in files:
         name = str(file)
         try:
-            part = _file_decoder.decode(file.read_bytes())
-        except msgspec.ValidationError as exc:
-            problems.append(f"{name}: {exc}")
+            part = _decode_file(file.read_bytes())
+        except ConfigError as exc:
+            problems.extend(f"{name}: {p}" for p in exc.problems)
             continue
         except msgspec.DecodeError as exc:
             problems.append(f"{name}: not valid JSON: {exc}")

@@ -31,6 +31,7 @@ async def connect(
     *,
     attempts: int = 30,
     max_size: int = 4,
+    application_name: str = "assay",
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> asyncpg.Pool:
     """Open a pool, retrying while the server is unreachable (capped backoff)."""
@@ -38,7 +39,8 @@ async def connect(
     for attempt in range(1, attempts + 1):
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, command_timeout=300
+                dsn, min_size=1, max_size=max_size, command_timeout=300,
+                server_settings={"application_name": application_name},
             )
             return pool
         except TRANSIENT_PG as exc:

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from assay.runner import Context, make_consumer, open_context
+from contracts.errors import TransientError
 from contracts.messages import DeadLetter, LandedBatch, TableEnd, msgpack_decoder
 from streams import keys as channels
 from streams.codec import Item
@@ -275,3 +277,50 @@ async def test_consumer_settings_come_from_config(ctx: Context) -> None:
     consumer = make_consumer("bronze", ctx)
     assert isinstance(consumer, Consumer)
     assert consumer.settings.batch_size == 100
+
+
+class FlakyDatabase:
+    """Loses its connection on the first two attempts, then works."""
+
+    layer = "bronze"
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.failures = 2
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("connection lost")
+        return await self.inner.process(items)  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_transient_errors_retry_the_batch_with_backoff(ctx: Context) -> None:
+    await produce(ctx, 120)
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    consumer = make_consumer("bronze", ctx)
+    consumer.sleep = fake_sleep
+    consumer.processor = FlakyDatabase(consumer.processor)
+    await consumer.run(burst=True)
+    assert await bronze_count(ctx) == 120
+    assert await entries(ctx, "east", channels.DEAD) == []
+    assert waits == [0.2, 0.4]
+
+
+async def test_lost_postgres_connections_are_recovered(ctx: Context, pool: asyncpg.Pool) -> None:
+    await produce(ctx, 120)
+    held = [await ctx.pool.acquire() for _ in range(3)]
+    for conn in held:
+        await ctx.pool.release(conn)
+    killed = await pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = $1", ctx.application_name)
+    assert killed == 3
+    consumer = make_consumer("bronze", ctx)
+    await consumer.run(burst=True)
+    assert await bronze_count(ctx) == 120
+    assert await entries(ctx, "east", channels.DEAD) == []
