@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +17,21 @@ import structlog
 from contracts.config import load_config
 from db import pool as db_pool
 from db.schema import migrate
+from processors.barrier import BarrierProcessor
 from processors.bronze import BronzeProcessor
 from processors.plan import Plan, build_plan
+from processors.silver import SilverProcessor
 from streams import keys as channels
-from streams.consumer import Consumer, Processor, RuntimeSettings
+from streams.consumer import TRANSIENT, Consumer, Processor, RuntimeSettings
 from streams.keys import Keys
+from streams.windows import WindowStore
 
 log = structlog.get_logger("assay.runner")
 
 LAYERS: dict[str, list[str]] = {
     "bronze": [channels.INGEST],
+    "silver": [channels.BRONZE],
+    "barrier": [channels.ACCOUNTED, channels.DEAD],
 }
 """Each layer and the channels its consumer group reads."""
 
@@ -60,9 +66,18 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     client = aioredis.from_url(redis_url, health_check_interval=30)
     await warn_without_persistence(client)
     application_name = f"assay:{key_prefix}"
-    pool = await db_pool.connect(database_url, application_name=application_name)
-    async with pool.acquire() as conn:
-        changes = await migrate(conn, plan.schema, plan.shapes())
+    try:
+        pool = await db_pool.connect(database_url, application_name=application_name)
+    except BaseException:
+        await client.aclose()
+        raise
+    try:
+        async with pool.acquire() as conn:
+            changes = await migrate(conn, plan.schema, plan.shapes())
+    except BaseException:
+        await pool.close()
+        await client.aclose()
+        raise
     if changes:
         log.info("schema_migrated", changes=changes)
     return Context(plan, client, pool, Keys(key_prefix), application_name)
@@ -80,6 +95,10 @@ async def warn_without_persistence(client: aioredis.Redis) -> None:
 def make_processor(layer: str, ctx: Context) -> Processor:
     if layer == "bronze":
         return BronzeProcessor(ctx.pool, ctx.plan, ctx.clock)
+    if layer == "silver":
+        return SilverProcessor(ctx.pool, ctx.plan, ctx.clock)
+    if layer == "barrier":
+        return BarrierProcessor(WindowStore(ctx.redis, ctx.keys), ctx.plan.config, ctx.clock)
     raise ValueError(f"unknown layer {layer!r}; known: {sorted(LAYERS)}")
 
 
@@ -89,12 +108,28 @@ def make_consumer(layer: str, ctx: Context, name: str | None = None) -> Consumer
                     settings=runtime_settings(ctx.plan), name=name)
 
 
+async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
+                      interval_s: float) -> None:
+    """Periodic work of a layer (the barrier's timeouts) until the consumer stops."""
+    while not consumer.stopping.is_set():
+        try:
+            await tick()
+        except TRANSIENT as exc:
+            log.warning("tick_failed", layer=consumer.layer, error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.stopping.wait(), interval_s)
+
+
 async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
-                    name: str | None = None) -> int:
+                    name: str | None = None, tick_interval_s: float = 1.0) -> int:
     """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code."""
     consumer = make_consumer(layer, ctx, name)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(consumer.run(burst=burst))
+    ticker = None
+    tick = getattr(consumer.processor, "tick", None)
+    if tick is not None and not burst:
+        ticker = asyncio.ensure_future(_tick_until(consumer, tick, tick_interval_s))
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("shutdown_requested", layer=layer, signal=sig.name)
@@ -113,6 +148,9 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if ticker is not None:
+            consumer.stop()
+            await ticker
     log.info("layer_stopped", layer=layer, batches=consumer.batches,
              dead_lettered=consumer.dead_lettered)
     return 0

@@ -37,7 +37,7 @@ class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Base for config Structs: immutable, unknown keys refused."""
 
 
-class PipelineConfig(Strict):
+class PipelineConfig(Strict, frozen=True):
     """Runtime settings shared by every layer."""
 
     environment: str = "DEV"
@@ -51,7 +51,7 @@ class PipelineConfig(Strict):
     trim_every: int = 20
 
 
-class DivisionConfig(Strict):
+class DivisionConfig(Strict, frozen=True):
     """A division: the tables each of its sync windows must contain, and its timeouts."""
 
     name: str
@@ -62,7 +62,7 @@ class DivisionConfig(Strict):
     on_timeout: Literal["hold", "complete_partial"] = "hold"
 
 
-class Normalise(Strict):
+class Normalise(Strict, frozen=True):
     """How Silver cleans one column before validation."""
 
     trim: bool = True
@@ -72,7 +72,7 @@ class Normalise(Strict):
     default: str | None = None
 
 
-class TableConfig(Strict):
+class TableConfig(Strict, frozen=True):
     """One source table: its raw columns, key, formulas, cleaning and validation."""
 
     columns: dict[str, ColumnType]
@@ -87,10 +87,10 @@ class TableConfig(Strict):
     formulas: dict[str, Formula] = {}
     normalise: dict[str, Normalise] = {}
     validation: dict[str, Any] = {}
-    purge_unknown: bool = False
+    """Cerberus rules for the fields they name (after normalisation and typing)."""
 
 
-class ConfigFile(Strict):
+class ConfigFile(Strict, frozen=True):
     """What one JSON file of the config folder may contain."""
 
     pipeline: PipelineConfig | None = None
@@ -98,7 +98,7 @@ class ConfigFile(Strict):
     tables: dict[str, TableConfig] = {}
 
 
-class Config(Strict):
+class Config(Strict, frozen=True):
     """The merged, cross-checked pipeline config."""
 
     pipeline: PipelineConfig
@@ -217,11 +217,8 @@ def load_config(path: Path | str) -> Config:
             if pipeline is not None:
                 problems.append(f"{name}: $.pipeline is already defined in {pipeline_file}")
             pipeline, pipeline_file = part.pipeline, name
-        for kind, items, target in (
-            ("division", part.divisions, divisions),
-            ("table", part.tables, tables),
-        ):
-            for key, value in items.items():
+        for kind, items in (("division", part.divisions), ("table", part.tables)):
+            for key in items:
                 where = f"{kind}:{key}"
                 if where in sources:
                     problems.append(
@@ -229,7 +226,8 @@ def load_config(path: Path | str) -> Config:
                     )
                     continue
                 sources[where] = name
-                target[key] = value  # type: ignore[index]
+        divisions.update({k: v for k, v in part.divisions.items() if k not in divisions})
+        tables.update({k: v for k, v in part.tables.items() if k not in tables})
     if problems:
         raise ConfigError(problems)
     config = Config(
@@ -256,11 +254,12 @@ def cross_check(config: Config) -> list[str]:
             problems.append(f"{where}: division name must match {NAME_RE.pattern}")
         if not division.tables:
             problems.append(f"{where}.tables: a division needs at least one table")
-        for i, table in enumerate(division.tables):
-            if table not in config.tables:
-                problems.append(f"{where}.tables[{i}]: table {table!r} is not defined")
+        for i, table_name in enumerate(division.tables):
+            if table_name not in config.tables:
+                problems.append(f"{where}.tables[{i}]: table {table_name!r} is not defined")
     for name, table in config.tables.items():
-        problems.extend(_check_table(f"{src.get('table:' + name, '?')}: $.tables.{name}", name, table))
+        where = f"{src.get('table:' + name, '?')}: $.tables.{name}"
+        problems.extend(_check_table(where, name, table))
     return problems
 
 

@@ -26,7 +26,7 @@ class Message(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     v: int = CONTRACT_VERSION
 
 
-class Record(Message, tag="record"):
+class Record(Message, tag="record", frozen=True):
     """One source row of a table, for one division and sync window.
 
     ``row`` numbers the rows 1..N within (division, window, table); a producer that
@@ -43,7 +43,7 @@ class Record(Message, tag="record"):
     seq: str | int | None = None
 
 
-class TableEnd(Message, tag="table_end"):
+class TableEnd(Message, tag="table_end", frozen=True):
     """The producer finished sending a table of a window: ``rows`` is its row count."""
 
     division: str
@@ -52,13 +52,13 @@ class TableEnd(Message, tag="table_end"):
     rows: int
 
 
-class RecordBatch(Message, tag="record_batch"):
+class RecordBatch(Message, tag="record_batch", frozen=True):
     """Many records in one stream entry, so forwarding costs no round trip per record."""
 
     records: list[Record]
 
 
-class Landed(Message, tag="landed"):
+class Landed(Message, tag="landed", frozen=True):
     """A record landed in Bronze, with the values its formulas derived (as text)."""
 
     record: Record
@@ -66,13 +66,13 @@ class Landed(Message, tag="landed"):
     bronze_id: str
 
 
-class LandedBatch(Message, tag="landed_batch"):
+class LandedBatch(Message, tag="landed_batch", frozen=True):
     """Bronze's output for one batch: what Silver reads."""
 
     items: list[Landed]
 
 
-class Accounted(Message, tag="accounted"):
+class Accounted(Message, tag="accounted", frozen=True):
     """Rows of one table and window that reached their final place downstream."""
 
     division: str
@@ -83,18 +83,22 @@ class Accounted(Message, tag="accounted"):
     quarantined: list[int] = []
 
 
-class WindowEvent(Message, tag="window"):
+class WindowEvent(Message, tag="window", frozen=True):
     """A window's outcome, emitted by the barrier for Gold and for operators."""
 
     division: str
     window: str
     status: Literal["completed", "partial", "amended", "timed_out"]
     tables: dict[str, int]
+    """Rows accounted for per expected table."""
     failed: dict[str, int]
+    """Rows quarantined or dead-lettered per table."""
     at: float
+    missing: dict[str, str] = {}
+    """For an incomplete window: each missing or short table and what it lacks."""
 
 
-class DeadLetter(Message, tag="dead_letter"):
+class DeadLetter(Message, tag="dead_letter", frozen=True):
     """A message that could not be processed after its allowed deliveries."""
 
     layer: str

@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 
 from contracts.messages import Accounted, Landed, LandedBatch, Message, Record, Scalar, TableEnd
-from db import quarantine
+from db import accounting, quarantine
 from db.bronze import BronzeWriter
 from db.pool import transaction
 from processors.formulas import FormulaError
@@ -90,16 +90,19 @@ class BronzeProcessor:
                 held.append(self._quarantined(message, exc))
                 continue
             row = self._row(table.bronze.columns, message, raw, derived, item.entry_id, received)
-            rows.setdefault(message.table, {})[(message.division, message.window, message.row)] = row
+            position = (message.division, message.window, message.row)
+            rows.setdefault(message.table, {})[position] = row
             landed[(message.division, message.window, message.row, message.table)] = Landed(
                 record=message,
                 derived={k: derived_text(v) for k, v in derived.items()},
-                bronze_id=item.entry_id,
+                bronze_id=f"{item.entry_id}:{item.index}",
             )
         async with transaction(self.pool) as conn:
             for table_name, by_key in rows.items():
                 await self.writers[table_name].land(conn, list(by_key.values()))
             await quarantine.add(conn, self.plan.schema, held, now)
+            await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
+                                    [(q.division, q.window, q.table, q.row) for q in held])
         if landed:
             out.emits.append((channels.BRONZE, LandedBatch(items=list(landed.values()))))
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(held))

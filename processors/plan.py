@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.config import Config, ConfigError, TableConfig
+from db import accounting, quarantine
 from db.bronze import bronze_shape
 from db.schema import TableShape
+from db.silver import silver_shape
 from processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
+from processors.normalise import RowCleaner
+from processors.validation import CompiledValidator, SchemaError, compile_schema
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,9 @@ class TablePlan:
     config: TableConfig
     formulas: CompiledFormulas
     bronze: TableShape
+    silver: TableShape
+    cleaner: RowCleaner
+    validator: CompiledValidator | None
 
     @property
     def derived_types(self) -> dict[str, str]:
@@ -41,9 +48,9 @@ class Plan:
         return self.config.pipeline.db_schema
 
     def shapes(self) -> list[TableShape]:
-        from db import quarantine
-
-        return [quarantine.SHAPE, *(t.bronze for t in self.tables.values())]
+        tables = self.tables.values()
+        return [quarantine.SHAPE, accounting.SHAPE, *(t.bronze for t in tables),
+                *(t.silver for t in tables)]
 
 
 def build_plan(config: Config) -> Plan:
@@ -57,8 +64,21 @@ def build_plan(config: Config) -> Plan:
         except FormulaConfigError as exc:
             problems.append(f"{where}: $.tables.{name}.formulas: {exc}")
             continue
-        shape = bronze_shape(name, list(table.columns), dict(formulas.output_types))
-        tables[name] = TablePlan(name, table, formulas, shape)
+        derived = dict(formulas.output_types)
+        validator = None
+        if table.validation:
+            try:
+                validator = compile_schema(table.validation, table=name)
+            except SchemaError as exc:
+                problems.append(f"{where}: $.tables.{name}.validation: {exc}")
+                continue
+        tables[name] = TablePlan(
+            name, table, formulas,
+            bronze=bronze_shape(name, list(table.columns), derived),
+            silver=silver_shape(name, {**table.columns, **derived}, table.key),
+            cleaner=RowCleaner(table, derived),
+            validator=validator,
+        )
     if problems:
         raise ConfigError(problems)
     return Plan(config, tables)

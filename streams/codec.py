@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -43,7 +44,11 @@ class UndecodableEntry(Exception):
         self.raw = raw
 
 
-def encode(message: Message) -> dict[bytes, bytes]:
+Fields = dict[Any, Any]
+"""Stream entry fields as redis-py takes them."""
+
+
+def encode(message: Message) -> Fields:
     return {MSGPACK_FIELD: msgpack_encoder.encode(message)}
 
 

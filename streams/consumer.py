@@ -165,7 +165,7 @@ class Consumer:
 
     async def _read(self, stream: str, start: str, block: bool = False
                     ) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply = await self.redis.xreadgroup(
+        reply: Any = await self.redis.xreadgroup(
             self.group, self.name, {stream: start}, count=self.settings.batch_size,
             block=self.settings.block_ms if block else None)
         if not reply:
@@ -174,8 +174,8 @@ class Consumer:
 
     async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """This consumer's own pending entries (from before a restart), oldest first."""
-        reply = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
-                                            count=self.settings.batch_size)
+        reply: Any = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
+                                                 count=self.settings.batch_size)
         raw = reply[0][1] if reply else []
         gone = [i for i, f in raw if f is None]
         if gone:
@@ -187,7 +187,7 @@ class Consumer:
 
     async def _claim(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """Entries left pending by a consumer idle past the threshold become ours."""
-        reply = await self.redis.xautoclaim(
+        reply: Any = await self.redis.xautoclaim(
             stream, self.group, self.name, min_idle_time=self.settings.claim_idle_ms,
             start_id="0-0", count=self.settings.batch_size)
         claimed = [(_text(i), f) for i, f in reply[1] if f is not None]
@@ -203,7 +203,7 @@ class Consumer:
 
     async def _with_deliveries(self, stream: str, entries: list[tuple[str, dict[bytes, bytes]]]
                                ) -> list[tuple[str, dict[bytes, bytes], int]]:
-        pending = await self.redis.xpending_range(
+        pending: Any = await self.redis.xpending_range(
             stream, self.group, min=entries[0][0], max=entries[-1][0],
             count=len(entries) * 2, consumername=self.name)
         counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
@@ -312,13 +312,13 @@ class Consumer:
 
     async def trim(self, stream: str) -> int:
         """Trim entries that every group has delivered and acked; never anything else."""
-        groups = await self.redis.xinfo_groups(stream)
+        groups: Any = await self.redis.xinfo_groups(stream)
         if not groups:
             return 0
         floor: str | None = None
         for group in groups:
             if int(group["pending"]) > 0:
-                summary = await self.redis.xpending(stream, group["name"])
+                summary: Any = await self.redis.xpending(stream, group["name"])
                 candidate = _text(summary["min"])
             else:
                 candidate = _next_id(_text(group["last-delivered-id"]))

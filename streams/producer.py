@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -117,7 +118,8 @@ class Producer:
             raise ProducerError("one call sends records of one division")
         stream = self.keys.stream(division, channels.INGEST)
         await self._wait_for_room(stream)
-        await self._with_retry(lambda: self.redis.xadd(stream, encode(RecordBatch(records=records))))
+        fields = encode(RecordBatch(records=records))
+        await self._with_retry(lambda: self.redis.xadd(stream, fields))
 
     async def end_table(self, target: TableTarget, rows: int) -> None:
         stream = self.keys.stream(target.division, channels.INGEST)
@@ -129,9 +131,13 @@ class Producer:
 
     async def _wait_for_room(self, stream: str) -> None:
         delay = 0.05
-        while int(await self._with_retry(lambda: self.redis.xlen(stream))) > self.max_backlog:
+        while await self._length(stream) > self.max_backlog:
             await self.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _length(self, stream: str) -> int:
+        length: Any = await self._with_retry(lambda: self.redis.xlen(stream))
+        return int(length)
 
     async def _with_retry(self, send: Callable[[], Awaitable[object]]) -> object:
         delay = 0.1

@@ -1,0 +1,53 @@
+"""Where each row number of a table and window ended up: the ledger behind the counts.
+
+Written in the same transaction as the effect it records, so a redelivered entry or a
+producer's retry is never counted twice. A quarantined row that is later re-driven
+successfully moves to ``applied``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from db.ident import qualified
+from db.schema import TableShape
+
+SHAPE = TableShape(
+    "_rows",
+    {"division": "text", "window": "text", "table_name": "text", "row": "bigint",
+     "outcome": "text", "layer": "text"},
+    ("division", "window", "table_name", "row"),
+    not_null=("division", "window", "table_name", "row", "outcome"),
+)
+
+APPLIED, QUARANTINED, DEAD = "applied", "quarantined", "dead_lettered"
+
+
+async def record(conn: asyncpg.Connection, schema: str, layer: str, outcome: str,
+                 rows: Sequence[tuple[str, str, str, int]]) -> None:
+    """Record (division, window, table, row) outcomes; a final outcome is never downgraded."""
+    if not rows:
+        return
+    divisions, windows, tables, numbers = (list(x) for x in zip(*rows, strict=True))
+    await conn.execute(
+        f"INSERT INTO {qualified(schema, '_rows')} AS r (division, \"window\", table_name,"
+        ' "row", outcome, layer) SELECT d, w, t, n, $5, $6 FROM unnest($1::text[],'
+        " $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n) ORDER BY d, w, t, n"
+        " ON CONFLICT (division, \"window\", table_name, \"row\") DO UPDATE"
+        " SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
+        " WHERE r.outcome = $7 AND EXCLUDED.outcome <> $7",
+        divisions, windows, tables, numbers, outcome, layer, QUARANTINED,
+    )
+
+
+async def totals(conn: asyncpg.Connection, schema: str, division: str, window: str
+                 ) -> dict[tuple[str, str], int]:
+    """Counts per (table, outcome) for one division and window."""
+    rows = await conn.fetch(
+        f"SELECT table_name, outcome, count(*) AS n FROM {qualified(schema, '_rows')}"
+        ' WHERE division = $1 AND "window" = $2 GROUP BY table_name, outcome',
+        division, window,
+    )
+    return {(r["table_name"], r["outcome"]): int(r["n"]) for r in rows}

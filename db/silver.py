@@ -1,0 +1,76 @@
+"""Silver writes: idempotent upserts where the newer source sequence wins, soft deletes.
+
+Rows are COPYed into a staging table and merged with one statement per batch, in
+key order (two consumers touching the same keys never deadlock). A stored row is
+replaced only by a strictly newer version: a higher sequence, or on an equal
+sequence a later stream entry. Replaying a batch therefore changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from db.ident import SQL_TYPES, qualified, quote
+from db.schema import TableShape
+
+META_COLUMNS = {"_division": "text", "_window": "text", "_row": "bigint", "_entry": "text",
+                "_deleted": "boolean"}
+
+
+def silver_shape(table: str, types: dict[str, str], key: Sequence[str]) -> TableShape:
+    """Typed columns of the table (raw and derived), the key, and Silver's bookkeeping."""
+    columns = {c: SQL_TYPES[t] for c, t in types.items()}
+    columns.update(META_COLUMNS)
+    return TableShape(f"silver_{table}", columns, tuple(key), not_null=tuple(key))
+
+
+class SilverWriter:
+    """Merges typed rows of one table; the SQL is built once from its shape."""
+
+    def __init__(self, schema: str, shape: TableShape, sequence: str | None) -> None:
+        self.columns = list(shape.columns)
+        self.key = list(shape.primary_key)
+        digest = hashlib.sha1(repr(sorted(shape.columns.items())).encode()).hexdigest()[:10]
+        self.stage = quote(f"_stage_{shape.name}_{digest}"[:63])
+        target = qualified(schema, shape.name)
+        names = ", ".join(quote(c) for c in self.columns)
+        key = ", ".join(quote(c) for c in self.key)
+        newer = self._newer(sequence)
+        self.create_stage = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target}) ON COMMIT DELETE ROWS")
+        data = [c for c in self.columns if c not in self.key]
+        self.upsert = (
+            f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {self.stage}"
+            f" WHERE NOT \"_deleted\" ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET "
+            + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in data)
+            + f" WHERE {newer}"
+        )
+        tombstone = [c for c in ("_division", "_window", "_row", "_entry", "_deleted", sequence)
+                     if c]
+        self.delete = (
+            f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {self.stage}"
+            f" WHERE \"_deleted\" ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET "
+            + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in tombstone)
+            + f" WHERE {newer}"
+        )
+
+    @staticmethod
+    def _newer(sequence: str | None) -> str:
+        entry = 'EXCLUDED."_entry" > t."_entry"'
+        if sequence is None:
+            return entry
+        s = quote(sequence)
+        return (f"(EXCLUDED.{s} > t.{s} OR (t.{s} IS NULL AND EXCLUDED.{s} IS NOT NULL)"
+                f" OR (EXCLUDED.{s} IS NOT DISTINCT FROM t.{s} AND {entry}))")
+
+    async def merge(self, conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Merge rows (tuples in ``self.columns`` order) in the caller's transaction."""
+        await conn.execute(self.create_stage)
+        await conn.copy_records_to_table(self.stage.strip('"'), records=rows,
+                                         columns=self.columns)
+        await conn.execute(self.upsert)
+        await conn.execute(self.delete)

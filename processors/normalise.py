@@ -1,0 +1,175 @@
+"""Silver's cleaning of one table's row: per-column normalisation, then type coercion.
+
+Compiled once per table into a list of per-column closures. A value that cannot be
+coerced to its column's type raises ``CoercionError`` naming the column, the value
+and the expected type; Silver quarantines the row with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from contracts.config import Normalise, TableConfig
+
+Cleaner = Callable[[str | None], str | None]
+Coercer = Callable[[str], Any]
+
+_SPACES = re.compile(r"\s+")
+TRUE = {"true", "t", "yes", "y", "1"}
+FALSE = {"false", "f", "no", "n", "0"}
+
+
+class CoercionError(ValueError):
+    """A value that does not fit its column's type."""
+
+    def __init__(self, field: str, value: str, expected: str) -> None:
+        super().__init__(f"field {field!r}: {value!r} is not a valid {expected}")
+        self.field = field
+        self.value = value
+        self.expected = expected
+
+
+def cleaner(rule: Normalise) -> Cleaner:
+    """The text clean-up of one column, as one closure."""
+    trim, collapse, case = rule.trim, rule.collapse_whitespace, rule.case
+    empty_to_null, default = rule.empty_to_null, rule.default
+
+    def clean(value: str | None) -> str | None:
+        if value is None:
+            return default
+        if trim:
+            value = value.strip()
+        if collapse:
+            value = _SPACES.sub(" ", value)
+        if case == "upper":
+            value = value.upper()
+        elif case == "lower":
+            value = value.lower()
+        if empty_to_null and not value:
+            return default
+        return value
+
+    return clean
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        number = Decimal(text)
+        if number != number.to_integral_value():
+            raise
+        return int(number)
+
+
+def _number(text: str) -> Decimal:
+    number = Decimal(text)
+    if not number.is_finite():
+        raise ValueError(text)
+    return number
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise ValueError(text)
+
+
+def _timestamp_parser(formats: list[str], zone: ZoneInfo) -> Coercer:
+    def parse(text: str) -> dt.datetime:
+        value = _iso_datetime(text)
+        if value is None:
+            for fmt in formats:
+                try:
+                    value = dt.datetime.strptime(text, fmt)
+                    break
+                except ValueError:
+                    continue
+            else:
+                raise ValueError(text)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        return value.astimezone(dt.UTC)
+
+    return parse
+
+
+def _iso_datetime(text: str) -> dt.datetime | None:
+    """ISO 8601, also with more than six fractional digits (SQL Server exports have 9)."""
+    dot = text.find(".")
+    if dot != -1:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        if end - dot > 7:
+            text = text[: dot + 7] + text[end:]
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _date_parser(formats: list[str]) -> Coercer:
+    def parse(text: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass
+        for fmt in formats:
+            try:
+                return dt.datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+        stamp = _iso_datetime(text)
+        if stamp is not None and stamp.time() == dt.time():
+            return stamp.date()
+        raise ValueError(text)
+
+    return parse
+
+
+def coercer(column_type: str, table: TableConfig) -> Coercer | None:
+    """Text to the column's Python type; None for text columns."""
+    if column_type == "integer":
+        return _integer
+    if column_type == "number":
+        return _number
+    if column_type == "boolean":
+        return _boolean
+    if column_type == "date":
+        return _date_parser(table.date_formats)
+    if column_type == "timestamp":
+        return _timestamp_parser(table.timestamp_formats, ZoneInfo(table.timezone))
+    return None
+
+
+class RowCleaner:
+    """Normalises and types the raw and derived values of one table's rows."""
+
+    def __init__(self, table: TableConfig, derived_types: Mapping[str, str]) -> None:
+        self.steps: list[tuple[str, Cleaner, Coercer | None, str]] = []
+        types = {**table.columns, **derived_types}
+        for column, column_type in types.items():
+            rule = table.normalise.get(column, Normalise())
+            self.steps.append((column, cleaner(rule), coercer(column_type, table), column_type))
+
+    def __call__(self, values: Mapping[str, str | None]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for column, clean, coerce, column_type in self.steps:
+            value = clean(values.get(column))
+            if value is not None and coerce is not None:
+                try:
+                    row[column] = coerce(value)
+                except (ValueError, InvalidOperation, ArithmeticError) as exc:
+                    raise CoercionError(column, value, column_type) from exc
+            else:
+                row[column] = value
+        return row

@@ -1,0 +1,207 @@
+"""Silver: the trust layer. Clean, type, validate, deduplicate and upsert; quarantine the rest.
+
+Each landed record is normalised and typed per column, validated with its table's
+Cerberus rules (``processors.validation``), then merged so that the newer source
+sequence wins in any arrival order. Deletes are soft (``_deleted``), kept for audit.
+A row that fails is quarantined with the rule, field and message, never lost, and
+every row's outcome is written to the accounting ledger in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from contracts.messages import Accounted, Landed, TableEnd
+from db import accounting, quarantine
+from db.pool import transaction
+from db.silver import SilverWriter
+from processors.normalise import CoercionError
+from processors.plan import Plan, TablePlan
+from streams import keys as channels
+from streams.codec import Item
+from streams.consumer import Output
+
+Clock = Callable[[], float]
+
+RULES = (
+    ("required field", "required"),
+    ("null value not allowed", "nullable"),
+    ("empty values not allowed", "empty"),
+    ("must be of", "type"),
+    ("min value", "min"),
+    ("max value", "max"),
+    ("min length", "minlength"),
+    ("max length", "maxlength"),
+    ("does not match regex", "regex"),
+    ("unallowed value", "allowed"),
+    ("cannot be coerced", "coerce"),
+    ("unknown field", "unknown"),
+)
+
+
+class Rejected(Exception):
+    """A row that goes to quarantine: the rule, the field and Cerberus's message."""
+
+    def __init__(self, rule: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.rule, self.field, self.message = rule, field, message
+
+
+def first_error(errors: dict[str, Any]) -> tuple[str, str]:
+    """The first (field, message) of a Cerberus error tree, with a dotted field path."""
+    field = sorted(errors)[0]
+    detail: Any = errors[field]
+    path = str(field)
+    while isinstance(detail, list | dict):
+        if isinstance(detail, dict):
+            inner = sorted(detail, key=str)[0]
+            path, detail = f"{path}.{inner}", detail[inner]
+        else:
+            detail = detail[0]
+    return path, str(detail)
+
+
+def rule_of(message: str) -> str:
+    for fragment, rule in RULES:
+        if fragment in message:
+            return rule
+    return "validation"
+
+
+def entry_order(bronze_id: str) -> str:
+    """A stream position ``ms-seq:index`` as text that sorts in arrival order."""
+    entry, _, index = bronze_id.partition(":")
+    ms, _, seq = entry.partition("-")
+    return f"{int(ms):015d}-{int(seq or 0):06d}-{int(index or 0):06d}"
+
+
+class SilverProcessor:
+    """Merges a batch of landed records of one division into Silver."""
+
+    layer = "silver"
+
+    def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.clock = clock
+        self.writers = {
+            name: SilverWriter(plan.schema, t.silver, t.config.sequence)
+            for name, t in plan.tables.items()
+        }
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        out = Output()
+        winners: dict[str, dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
+        applied: list[tuple[str, str, str, int]] = []
+        held: list[quarantine.Quarantined] = []
+        for item in items:
+            message = item.message
+            if isinstance(message, TableEnd):
+                out.emits.append((channels.ACCOUNTED, message))
+                continue
+            if not isinstance(message, Landed):
+                out.rejected.append((item, f"unexpected {type(message).__name__} for Silver"))
+                continue
+            record = message.record
+            table = self.plan.tables.get(record.table)
+            if table is None:
+                out.rejected.append((item, f"unknown table {record.table!r}"))
+                continue
+            try:
+                row = self._row(table, message)
+            except Rejected as exc:
+                held.append(self._quarantined(table, message, exc))
+                continue
+            key = tuple(row[c] for c in table.config.key)
+            rank = self._rank(table, row)
+            values = tuple(row.get(c) for c in self.writers[record.table].columns)
+            best = winners.setdefault(record.table, {}).get(key)
+            if best is None or rank > best[0]:
+                winners[record.table][key] = (rank, values)
+            applied.append((record.division, record.window, record.table, record.row))
+        async with transaction(self.pool) as conn:
+            for name, rows in winners.items():
+                await self.writers[name].merge(conn, [v for _, v in rows.values()])
+            await quarantine.add(conn, self.plan.schema, held, self.clock())
+            await accounting.record(conn, self.plan.schema, self.layer, accounting.APPLIED,
+                                    applied)
+            await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
+                                    [(q.division, q.window, q.table, q.row) for q in held])
+        out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, held))
+        return out
+
+    def _row(self, table: TablePlan, landed: Landed) -> dict[str, Any]:
+        record = landed.record
+        raw: dict[str, str | None] = {k: _text(v) for k, v in record.payload.items()}
+        raw.update(landed.derived)
+        try:
+            row = table.cleaner(raw)
+        except CoercionError as exc:
+            raise Rejected("type", exc.field, str(exc)) from exc
+        if record.op == "delete":
+            missing = [c for c in table.config.key if row.get(c) is None]
+            if missing:
+                raise Rejected("required", missing[0], "a delete needs its key")
+            row = {c: row[c] for c in (*table.config.key, *_seq(table)) if c in row}
+        elif table.validator is not None:
+            # Cerberus sees the fields its rules name; the other columns pass through.
+            result = table.validator.validate({f: row.get(f) for f in table.config.validation})
+            if not result.ok:
+                field, message = first_error(result.errors)
+                raise Rejected(rule_of(message), field, message)
+            row.update(result.document or {})
+        missing = [c for c in table.config.key if row.get(c) is None]
+        if missing:
+            raise Rejected("required", missing[0], f"key field {missing[0]!r} is empty")
+        row["_division"] = record.division
+        row["_window"] = record.window
+        row["_row"] = record.row
+        row["_entry"] = entry_order(landed.bronze_id)
+        row["_deleted"] = record.op == "delete"
+        return row
+
+    @staticmethod
+    def _rank(table: TablePlan, row: dict[str, Any]) -> tuple[Any, ...]:
+        sequence = table.config.sequence
+        if sequence is None:
+            return (row["_entry"],)
+        value = row.get(sequence)
+        return (value is not None, value if value is not None else 0, row["_entry"])
+
+    def _quarantined(self, table: TablePlan, landed: Landed, exc: Rejected
+                     ) -> quarantine.Quarantined:
+        record = landed.record
+        key = "|".join(str(record.payload.get(k)) for k in table.config.key)
+        return quarantine.Quarantined(
+            division=record.division, table=record.table, window=record.window, row=record.row,
+            layer=self.layer, key=key, rule=exc.rule, field=exc.field, message=exc.message,
+            payload=msgspec.json.encode({"payload": record.payload, "derived": landed.derived,
+                                         "op": record.op, "seq": record.seq}).decode(),
+        )
+
+
+def _seq(table: TablePlan) -> tuple[str, ...]:
+    return (table.config.sequence,) if table.config.sequence else ()
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _accounted(applied: Sequence[tuple[str, str, str, int]],
+               held: Sequence[quarantine.Quarantined]) -> list[Accounted]:
+    groups: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+    for division, window, table, row in applied:
+        groups.setdefault((division, table, window), ([], []))[0].append(row)
+    for q in held:
+        groups.setdefault((q.division, q.table, q.window), ([], []))[1].append(q.row)
+    return [Accounted(division=d, table=t, window=w, layer="silver", applied=sorted(a),
+                      quarantined=sorted(q)) for (d, t, w), (a, q) in groups.items()]

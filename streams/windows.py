@@ -1,0 +1,230 @@
+"""Window state in Redis: which rows of which tables of a sync window are accounted for.
+
+Per division (all keys share the division's hash tag):
+
+* ``state:w:<window>`` — a hash: status, opened/completed times, retries, and per table
+  ``<table>:expected`` (from its table-end), ``<table>:seen`` and ``<table>:failed``;
+* ``state:rows:<window>:<table>`` — a bitmap with one bit per row number accounted for;
+* ``state:windows`` — every window by the time it opened; ``state:open`` — the open ones.
+
+A table is complete when each of its row numbers 1..N is accounted for exactly once (a
+lost row plus a duplicate never looks complete: duplicates set no new bit). Every
+state change and the window event it causes happen in one Lua script, so a window
+event is emitted exactly once, also when the barrier restarts or an entry is redelivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streams import keys as channels
+from streams.keys import Keys
+
+_CHECK = """
+local function check(h, expected)
+  local tables, failed, missing = {}, {}, {}
+  local complete, anyfailed = true, false
+  for _, t in ipairs(expected) do
+    local exp = tonumber(redis.call('HGET', h, t .. ':expected') or '-1')
+    local seen = tonumber(redis.call('HGET', h, t .. ':seen') or '0')
+    local f = tonumber(redis.call('HGET', h, t .. ':failed') or '0')
+    tables[t] = seen
+    failed[t] = f
+    if f > 0 then anyfailed = true end
+    if exp < 0 then
+      complete = false
+      missing[t] = 'no table_end yet (' .. seen .. ' rows accounted)'
+    elseif seen ~= exp then
+      complete = false
+      missing[t] = seen .. ' of ' .. exp .. ' rows accounted'
+    end
+  end
+  return complete, anyfailed, tables, failed, missing
+end
+
+local function emit(out, division, window, status, tables, failed, missing, now)
+  local event = {type = 'window', division = division, window = window, status = status,
+                 tables = tables, failed = failed, missing = missing, at = tonumber(now)}
+  return redis.call('XADD', out, '*', 'json', cjson.encode(event))
+end
+
+local function finish(h, openset, window, anyfailed, now)
+  local status = 'completed'
+  if anyfailed then status = 'partial' end
+  redis.call('HSET', h, 'status', status, 'completed_at', now)
+  redis.call('ZREM', openset, window)
+  return status
+end
+"""
+
+_ACCOUNT = _CHECK + """
+local h, bm, out, index, openset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local division, window, tbl, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n = tonumber(ARGV[7])
+local expected = {}
+for i = 1, n do expected[i] = ARGV[7 + i] end
+if redis.call('HSETNX', h, 'opened_at', now) == 1 then
+  redis.call('HSET', h, 'status', 'open')
+  redis.call('ZADD', index, now, window)
+  redis.call('ZADD', openset, now, window)
+end
+local changed = false
+if kind == 'end' then
+  if redis.call('HGET', h, tbl .. ':expected') ~= ARGV[6] then
+    redis.call('HSET', h, tbl .. ':expected', ARGV[6])
+    changed = true
+  end
+else
+  local fresh, failed = 0, 0
+  for i = 8 + n, #ARGV do
+    if redis.call('SETBIT', bm, tonumber(ARGV[i]), 1) == 0 then
+      fresh = fresh + 1
+      if kind == 'failed' then failed = failed + 1 end
+    end
+  end
+  local duplicates = (#ARGV - 7 - n) - fresh
+  if duplicates > 0 then redis.call('HINCRBY', h, 'duplicates', duplicates) end
+  if fresh > 0 then
+    redis.call('HINCRBY', h, tbl .. ':seen', fresh)
+    changed = true
+  end
+  if failed > 0 then redis.call('HINCRBY', h, tbl .. ':failed', failed) end
+end
+local status = redis.call('HGET', h, 'status')
+if not changed then return {status, ''} end
+local complete, anyfailed, tables, failed, missing = check(h, expected)
+if not complete then return {status, ''} end
+if status == 'open' or status == 'timed_out' then
+  local new = finish(h, openset, window, anyfailed, now)
+  emit(out, division, window, new, tables, failed, missing, now)
+  return {new, new}
+end
+redis.call('HINCRBY', h, 'amendments', 1)
+local new = finish(h, openset, window, anyfailed, now)
+emit(out, division, window, 'amended', tables, failed, missing, now)
+return {new, 'amended'}
+"""
+
+_TICK = _CHECK + """
+local h, out, openset = KEYS[1], KEYS[2], KEYS[3]
+local division, window, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local timeout, retries, interval, action = tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]), ARGV[7]
+local n = tonumber(ARGV[8])
+local expected = {}
+for i = 1, n do expected[i] = ARGV[8 + i] end
+local status = redis.call('HGET', h, 'status')
+if status ~= 'open' then
+  redis.call('ZREM', openset, window)
+  return {status or '', ''}
+end
+local opened = tonumber(redis.call('HGET', h, 'opened_at'))
+local done = tonumber(redis.call('HGET', h, 'retries') or '0')
+if now < opened + timeout + done * interval then return {status, ''} end
+local complete, anyfailed, tables, failed, missing = check(h, expected)
+if complete then
+  local new = finish(h, openset, window, anyfailed, ARGV[3])
+  emit(out, division, window, new, tables, failed, missing, ARGV[3])
+  return {new, new}
+end
+if done < retries then
+  redis.call('HSET', h, 'retries', done + 1)
+  return {status, 'retry'}
+end
+redis.call('HSET', h, 'status', 'timed_out', 'timed_out_at', ARGV[3])
+emit(out, division, window, 'timed_out', tables, failed, missing, ARGV[3])
+if action == 'complete_partial' then
+  redis.call('HSET', h, 'status', 'partial', 'completed_at', ARGV[3])
+  redis.call('ZREM', openset, window)
+  emit(out, division, window, 'partial', tables, failed, missing, ARGV[3])
+  return {'partial', 'timed_out'}
+end
+redis.call('ZREM', openset, window)
+return {'timed_out', 'timed_out'}
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one state update did: the window's status now, and the event it emitted."""
+
+    window: str
+    status: str
+    event: str
+    """'' when nothing was emitted; else completed, partial, amended, timed_out or retry."""
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """A division's expected tables and timeout policy, as the scripts need them."""
+
+    tables: Sequence[str]
+    timeout_s: float
+    retries: int
+    retry_interval_s: float
+    on_timeout: str
+
+
+class WindowStore:
+    """Atomic window-state updates for the barrier."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._account = client.register_script(_ACCOUNT)
+        self._tick = client.register_script(_TICK)
+
+    def _hash(self, division: str, window: str) -> str:
+        return self.keys.state(division, f"w:{window}")
+
+    async def account(self, division: str, window: str, table: str, kind: str,
+                      rows: Sequence[int], now: float, policy: WindowPolicy,
+                      expected_rows: int = 0) -> Transition:
+        """Record rows as applied or failed, or a table-end (``kind='end'``)."""
+        keys = [self._hash(division, window),
+                self.keys.state(division, f"rows:{window}:{table}"),
+                self.keys.stream(division, channels.WINDOWS),
+                self.keys.state(division, "windows"),
+                self.keys.state(division, "open")]
+        args: list[str | int | float] = [division, window, table, kind, repr(now),
+                                         expected_rows, len(policy.tables), *policy.tables,
+                                         *rows]
+        status, event = await self._account(keys=keys, args=args)
+        return Transition(window, _text(status), _text(event))
+
+    async def tick(self, division: str, now: float, policy: WindowPolicy) -> list[Transition]:
+        """Re-check the open windows that are past their timeout."""
+        openset = self.keys.state(division, "open")
+        due: Any = await self.redis.zrangebyscore(openset, "-inf", now - policy.timeout_s)
+        transitions = []
+        for raw in due:
+            window = _text(raw)
+            status, event = await self._tick(
+                keys=[self._hash(division, window), self.keys.stream(division, channels.WINDOWS),
+                      openset],
+                args=[division, window, repr(now), policy.timeout_s, policy.retries,
+                      policy.retry_interval_s, policy.on_timeout, len(policy.tables),
+                      *policy.tables])
+            if event:
+                transitions.append(Transition(window, _text(status), _text(event)))
+        return transitions
+
+    async def windows(self, division: str) -> list[dict[str, str]]:
+        """Every window of a division with its state fields, oldest first."""
+        names: Any = await self.redis.zrange(self.keys.state(division, "windows"), 0, -1)
+        result = []
+        for raw in names:
+            window = _text(raw)
+            fields = await self.redis.hgetall(self._hash(division, window))
+            result.append({"window": window, **{_text(k): _text(v) for k, v in fields.items()}})
+        return result
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value

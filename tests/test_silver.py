@@ -1,0 +1,215 @@
+"""Silver against real servers: normalisation, validation, newest-wins upserts, accounting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from assay.runner import Context, make_consumer, open_context
+from contracts.messages import Accounted, DeadLetter, TableEnd, msgpack_decoder
+from streams import keys as channels
+from streams.producer import Producer, TableTarget
+
+CUSTOMER: dict[str, Any] = {
+    "columns": {"id": "integer", "email": "text", "name": "text", "country": "text",
+                "credit": "number", "updated": "timestamp"},
+    "key": ["id"],
+    "sequence": "updated",
+    "timezone": "Europe/Berlin",
+    "normalise": {"email": {"case": "lower"}, "name": {"collapse_whitespace": True},
+                  "country": {"case": "upper", "default": "US"}},
+    "validation": {
+        "email": {"type": "string", "regex": "[^@ ]+@[^@ ]+", "nullable": True},
+        "name": {"type": "string", "required": True, "nullable": False},
+        "country": {"type": "string", "allowed": ["US", "DE", "FR"]},
+        "credit": {"type": "decimal", "min": Decimal(0), "nullable": True},
+    },
+}
+
+
+def write_config(folder: Path, schema: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    validation = {k: {r: (str(v) if isinstance(v, Decimal) else v) for r, v in rules.items()}
+                  for k, rules in CUSTOMER["validation"].items()}
+    validation["credit"]["min"] = 0
+    (folder / "c.json").write_text(json.dumps({
+        "pipeline": {"db_schema": schema, "batch_size": 50, "block_ms": 50},
+        "divisions": {"emea": {"name": "EMEA", "tables": ["customer"]}},
+        "tables": {"customer": {**CUSTOMER, "validation": validation}},
+    }))
+    return folder
+
+
+@pytest.fixture
+async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, prefix: str,
+              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
+    context = await open_context(write_config(tmp_path / "config", schema), redis_url,
+                                 database_url, prefix)
+    yield context
+    await context.close()
+
+
+def person(i: int, **changes: Any) -> dict[str, Any]:
+    row = {"id": str(i), "email": f"  Person{i}@Example.COM ", "name": f" Person   {i} ",
+           "country": "de", "credit": "10.50", "updated": "2024-03-01 12:00:00"}
+    row.update(changes)
+    return row
+
+
+async def send(ctx: Context, rows: list[dict[str, Any]], window: str = "2024-03",
+               op: str = "upsert") -> None:
+    producer = Producer(ctx.redis, ctx.keys, chunk_size=40)
+    target = TableTarget("emea", "customer", window, op="delete" if op == "delete" else "upsert")
+    await producer.send_table(target, rows)
+
+
+async def drain(ctx: Context) -> None:
+    await make_consumer("bronze", ctx).run(burst=True)
+    await make_consumer("silver", ctx).run(burst=True)
+
+
+async def silver(ctx: Context) -> dict[int, dict[str, Any]]:
+    rows = await ctx.pool.fetch(f'SELECT * FROM "{ctx.plan.schema}"."silver_customer"')
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def quarantined(ctx: Context) -> list[dict[str, Any]]:
+    rows = await ctx.pool.fetch(
+        f'SELECT * FROM "{ctx.plan.schema}"."quarantine" ORDER BY "row"')
+    return [dict(r) for r in rows]
+
+
+async def test_rows_are_cleaned_typed_and_upserted(ctx: Context) -> None:
+    await send(ctx, [person(1), person(2, country="", credit="")])
+    await drain(ctx)
+    rows = await silver(ctx)
+    assert rows[1]["email"] == "person1@example.com"
+    assert rows[1]["name"] == "Person 1"
+    assert rows[1]["country"] == "DE"
+    assert rows[1]["credit"] == Decimal("10.50")
+    assert rows[1]["updated"].isoformat() == "2024-03-01T11:00:00+00:00"  # Berlin -> UTC
+    assert rows[2]["country"] == "US" and rows[2]["credit"] is None  # default, empty -> null
+    assert rows[1]["_deleted"] is False
+
+
+async def test_invalid_rows_are_quarantined_with_rule_and_field(ctx: Context) -> None:
+    await send(ctx, [person(1), person(2, country="XX"), person(3, credit="-1"),
+                     person(4, credit="lots"), person(5, name="  ")])
+    await drain(ctx)
+    assert set(await silver(ctx)) == {1}
+    held = {q["row"]: q for q in await quarantined(ctx)}
+    assert (held[2]["rule"], held[2]["field"]) == ("allowed", "country")
+    assert held[2]["message"] == "unallowed value XX"
+    assert (held[3]["rule"], held[3]["field"]) == ("min", "credit")
+    assert (held[4]["rule"], held[4]["field"]) == ("type", "credit")
+    assert (held[5]["rule"], held[5]["field"]) == ("nullable", "name")
+    assert all(q["layer"] == "silver" and q["seen"] == 1 for q in held.values())
+    assert json.loads(held[2]["payload"])["payload"]["country"] == "XX"
+
+
+async def test_newer_sequence_wins_in_any_arrival_order(ctx: Context) -> None:
+    newer = person(1, name="New", updated="2024-03-02 00:00:00")
+    older = person(1, name="Old", updated="2024-03-01 00:00:00")
+    await send(ctx, [newer], window="w1")
+    await drain(ctx)
+    await send(ctx, [older], window="w2")  # arrives late
+    await drain(ctx)
+    assert (await silver(ctx))[1]["name"] == "New"
+    await send(ctx, [older, newer, older], window="w3")  # both in one batch
+    await drain(ctx)
+    assert (await silver(ctx))[1]["name"] == "New"
+
+
+async def test_equal_sequence_later_entry_wins(ctx: Context) -> None:
+    await send(ctx, [person(1, name="First"), person(1, name="Second")])
+    await drain(ctx)
+    assert (await silver(ctx))[1]["name"] == "Second"
+
+
+async def test_replaying_the_stream_changes_nothing(ctx: Context) -> None:
+    await send(ctx, [person(i) for i in range(1, 120)])
+    await drain(ctx)
+    before = await ctx.pool.fetch(
+        f'SELECT to_jsonb(s)::text AS j FROM "{ctx.plan.schema}"."silver_customer" s ORDER BY id')
+    bronze_stream = ctx.keys.stream("emea", channels.BRONZE)
+    group = ctx.keys.group("silver")
+    await ctx.redis.xgroup_setid(bronze_stream, group, "0")  # deliver every entry again
+    await make_consumer("silver", ctx).run(burst=True)
+    after = await ctx.pool.fetch(
+        f'SELECT to_jsonb(s)::text AS j FROM "{ctx.plan.schema}"."silver_customer" s ORDER BY id')
+    assert [r["j"] for r in before] == [r["j"] for r in after]
+    counts = await ctx.pool.fetchval(f'SELECT count(*) FROM "{ctx.plan.schema}"."_rows"')
+    assert counts == 119
+
+
+async def test_delete_is_soft_and_respects_sequence(ctx: Context) -> None:
+    await send(ctx, [person(1), person(2)])
+    await drain(ctx)
+    await send(ctx, [{"id": "1", "updated": "2024-03-05 00:00:00"}], window="w2", op="delete")
+    await send(ctx, [{"id": "2", "updated": "2024-01-01 00:00:00"}], window="w3", op="delete")
+    await drain(ctx)
+    rows = await silver(ctx)
+    assert rows[1]["_deleted"] is True and rows[1]["name"] == "Person 1"  # kept for audit
+    assert rows[2]["_deleted"] is False  # the delete was older than the stored row
+
+
+async def test_accounting_adds_up(ctx: Context) -> None:
+    rows = [person(i) for i in range(1, 301)]
+    rows[10]["country"] = "XX"  # quarantined by validation
+    rows[20]["credit"] = "abc"  # quarantined by coercion
+    rows[30]["name"] = "bad\x00"  # rejected by PostgreSQL: dead-lettered in Bronze
+    rows[40] = rows[39]  # a duplicate key: applied (deduplicated)
+    await send(ctx, rows)
+    await drain(ctx)
+    schema = ctx.plan.schema
+    outcomes = dict(await ctx.pool.fetch(
+        f'SELECT outcome, count(*) FROM "{schema}"."_rows" GROUP BY outcome'))
+    dead = [msgpack_decoder.decode(f[b"msgpack"]) for _, f in
+            await ctx.redis.xrange(ctx.keys.stream("emea", channels.DEAD))]
+    assert all(isinstance(d, DeadLetter) for d in dead)
+    assert outcomes == {"applied": 297, "quarantined": 2}
+    assert outcomes["applied"] + outcomes["quarantined"] + len(dead) == 300
+    accounted = [msgpack_decoder.decode(f[b"msgpack"]) for _, f in
+                 await ctx.redis.xrange(ctx.keys.stream("emea", channels.ACCOUNTED))]
+    rows_seen = sorted(r for a in accounted if isinstance(a, Accounted)
+                       for r in a.applied + a.quarantined)
+    assert rows_seen == sorted(set(range(1, 301)) - {31})
+    assert [a.rows for a in accounted if isinstance(a, TableEnd)] == [300]
+    assert len(await silver(ctx)) == 297 - 1  # rows 40 and 41 share a key
+
+
+async def test_a_column_added_in_config_appears_without_losing_data(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
+    await send(ctx, [person(1)])
+    await drain(ctx)
+    folder = tmp_path / "config"
+    data = json.loads((folder / "c.json").read_text())
+    data["tables"]["customer"]["columns"]["segment"] = "text"
+    (folder / "c.json").write_text(json.dumps(data))
+    grown = await open_context(folder, redis_url, database_url, ctx.keys.prefix)
+    try:
+        await send(grown, [person(2, segment="retail")])
+        await drain(grown)
+        rows = await silver(grown)
+        assert rows[1]["segment"] is None and rows[1]["name"] == "Person 1"
+        assert rows[2]["segment"] == "retail"
+    finally:
+        await grown.close()
+
+
+async def test_a_lossy_type_change_is_refused(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
+    from db.schema import MigrationError
+
+    folder = tmp_path / "config"
+    data = json.loads((folder / "c.json").read_text())
+    data["tables"]["customer"]["columns"]["credit"] = "integer"
+    (folder / "c.json").write_text(json.dumps(data))
+    with pytest.raises(MigrationError, match="'credit': changing numeric to bigint"):
+        await open_context(folder, redis_url, database_url, ctx.keys.prefix)
