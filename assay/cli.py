@@ -162,3 +162,40 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     click.echo(f"sent {rows} rows of {table} for {division}/{window}")
+
+
+@main.command()
+@_config_option
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="A folder with AdventureWorks files of the same names.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout, logs on stderr.")
+@click.option("--first", default=None, help="First window to replay (YYYY-MM).")
+@click.option("--last", default=None, help="Last window to replay (YYYY-MM).")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True,
+              help="Seconds to wait for every window to complete.")
+@_keep_option
+def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
+         last: str | None, timeout_s: float, keep_running: bool) -> None:
+    """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
+    from assay.demo.run import DemoOptions, run_demo
+    from assay.demo.simulator import DEFAULT_DATA_DIR
+    from assay.services import default_data_dir
+
+    settings = Settings.from_env()
+    root = Path(__file__).resolve().parent.parent
+    options = DemoOptions(
+        config_dir=config_dir or (settings.config_dir if settings.config_dir.exists()
+                                  else root / "config"),
+        data_dir=data_dir or DEFAULT_DATA_DIR,
+        procfile=root / "Procfile",
+        log_dir=default_data_dir() / "logs",
+        key_prefix=settings.key_prefix,
+        as_json=as_json, first=first, last=last, timeout_s=timeout_s,
+    )
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running)
+        code = _run(run_demo(options, redis_url, database_url))
+        if keep_running:
+            click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
+                       err=True)
+    sys.exit(code)

@@ -19,6 +19,7 @@ from db import pool as db_pool
 from db.schema import migrate
 from processors.barrier import BarrierProcessor
 from processors.bronze import BronzeProcessor
+from processors.gold import GoldProcessor
 from processors.plan import Plan, build_plan
 from processors.silver import SilverProcessor
 from streams import keys as channels
@@ -32,6 +33,7 @@ LAYERS: dict[str, list[str]] = {
     "bronze": [channels.INGEST],
     "silver": [channels.BRONZE],
     "barrier": [channels.ACCOUNTED, channels.DEAD],
+    "gold": [channels.WINDOWS],
 }
 """Each layer and the channels its consumer group reads."""
 
@@ -97,6 +99,8 @@ def make_processor(layer: str, ctx: Context) -> Processor:
         return BronzeProcessor(ctx.pool, ctx.plan, ctx.clock)
     if layer == "silver":
         return SilverProcessor(ctx.pool, ctx.plan, ctx.clock)
+    if layer == "gold":
+        return GoldProcessor(ctx.pool, ctx.plan, ctx.clock)
     if layer == "barrier":
         return BarrierProcessor(WindowStore(ctx.redis, ctx.keys), ctx.plan.config, ctx.clock)
     raise ValueError(f"unknown layer {layer!r}; known: {sorted(LAYERS)}")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from contracts.formulas import Formula
+from contracts.gold import GoldConfig
 
 ColumnType = Literal["text", "integer", "number", "date", "timestamp", "boolean"]
 
@@ -96,6 +97,7 @@ class ConfigFile(Strict, frozen=True):
     pipeline: PipelineConfig | None = None
     divisions: dict[str, DivisionConfig] = {}
     tables: dict[str, TableConfig] = {}
+    gold: GoldConfig | None = None
 
 
 class Config(Strict, frozen=True):
@@ -104,6 +106,7 @@ class Config(Strict, frozen=True):
     pipeline: PipelineConfig
     divisions: dict[str, DivisionConfig]
     tables: dict[str, TableConfig]
+    gold: GoldConfig = GoldConfig()
     sources: dict[str, str] = {}
     """Which file defined each division and table (``table:NAME`` / ``division:NAME``)."""
 
@@ -160,17 +163,18 @@ def _decode_file(data: bytes) -> ConfigFile:
         sections = _sections_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise ConfigError([_at(exc, "$")]) from exc
-    unknown = sorted(set(sections) - {"pipeline", "divisions", "tables"})
+    unknown = sorted(set(sections) - {"pipeline", "divisions", "tables", "gold"})
     if unknown:
         raise ConfigError([f"unknown section {unknown[0]!r} (expected pipeline, divisions,"
-                           f" tables) - at `$.{unknown[0]}`"])
+                           f" tables, gold) - at `$.{unknown[0]}`"])
     problems: list[str] = []
     parts: dict[str, Any] = {}
-    if "pipeline" in sections:
-        try:
-            parts["pipeline"] = _decode(sections["pipeline"], PipelineConfig, "$.pipeline")
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+    for section, single in (("pipeline", PipelineConfig), ("gold", GoldConfig)):
+        if section in sections:
+            try:
+                parts[section] = _decode(sections[section], single, f"$.{section}")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     for section, kind in (("divisions", DivisionConfig), ("tables", TableConfig)):
         if section not in sections:
             continue
@@ -200,6 +204,7 @@ def load_config(path: Path | str) -> Config:
     problems: list[str] = []
     pipeline: PipelineConfig | None = None
     pipeline_file = ""
+    gold: GoldConfig | None = None
     divisions: dict[str, DivisionConfig] = {}
     tables: dict[str, TableConfig] = {}
     sources: dict[str, str] = {}
@@ -217,6 +222,10 @@ def load_config(path: Path | str) -> Config:
             if pipeline is not None:
                 problems.append(f"{name}: $.pipeline is already defined in {pipeline_file}")
             pipeline, pipeline_file = part.pipeline, name
+        if part.gold is not None:
+            if gold is not None:
+                problems.append(f"{name}: $.gold is already defined in {sources['gold']}")
+            gold, sources["gold"] = part.gold, name
         for kind, items in (("division", part.divisions), ("table", part.tables)):
             for key in items:
                 where = f"{kind}:{key}"
@@ -234,6 +243,7 @@ def load_config(path: Path | str) -> Config:
         pipeline=pipeline or PipelineConfig(),
         divisions=divisions,
         tables=tables,
+        gold=gold or GoldConfig(),
         sources=sources,
     )
     problems = cross_check(config)
@@ -260,6 +270,77 @@ def cross_check(config: Config) -> list[str]:
     for name, table in config.tables.items():
         where = f"{src.get('table:' + name, '?')}: $.tables.{name}"
         problems.extend(_check_table(where, name, table))
+    problems.extend(_check_gold(f"{src.get('gold', '?')}: $.gold", config))
+    return problems
+
+
+def _check_gold(where: str, config: Config) -> list[str]:
+    """Gold mappings, linkage and KPIs must name existing tables and columns."""
+    problems: list[str] = []
+    gold = config.gold
+    columns: dict[str, set[str]] = {}
+    for name, table in gold.tables.items():
+        at = f"{where}.tables.{name}"
+        if not NAME_RE.match(name):
+            problems.append(f"{at}: table name must match {NAME_RE.pattern}")
+        source = config.tables.get(table.source)
+        if source is None:
+            problems.append(f"{at}.source: Silver table {table.source!r} is not defined")
+            continue
+        fields = set(source.columns) | set(source.formulas)
+        for gold_column, silver_column in table.columns.items():
+            if not COLUMN_RE.match(gold_column) or gold_column.startswith("_"):
+                problems.append(f"{at}.columns.{gold_column}: not a valid column name")
+            if silver_column not in fields:
+                problems.append(f"{at}.columns.{gold_column}: {silver_column!r} is not a column"
+                                f" of {table.source!r}")
+        mapped = set(table.columns.values())
+        for key in source.key:
+            if key not in mapped:
+                problems.append(f"{at}.columns: the key column {key!r} of {table.source!r}"
+                                " must be mapped")
+        columns[name] = set(table.columns) | {"_division", "_window"}
+        for i, index in enumerate(table.indexes):
+            for column in index:
+                if column not in columns[name]:
+                    problems.append(f"{at}.indexes[{i}]: {column!r} is not a Gold column")
+    link = gold.linkage
+    if link is not None:
+        at = f"{where}.linkage"
+        for table_name, column in [(link.accounts.table, link.accounts.id),
+                                   (link.accounts.table, link.accounts.key),
+                                   *link.targets.items()]:
+            if column not in columns.get(table_name, set()):
+                problems.append(f"{at}: {table_name}.{column} is not a Gold column")
+        for table_name in link.targets:
+            columns.setdefault(table_name, set()).add(link.link_column)
+    for name, kpi in gold.kpis.items():
+        at = f"{where}.kpis.{name}"
+        refs = [("facts", f"{kpi.facts}.{kpi.quantity}"), ("year", kpi.dimensions.get(kpi.year,
+                "?.?"))]
+        if kpi.weight:
+            refs.append(("weight", kpi.weight))
+        if kpi.period_date:
+            refs.append(("period_date", kpi.period_date))
+        refs += [(f"dimensions.{d}", ref) for d, ref in kpi.dimensions.items()]
+        for j, join in enumerate(kpi.joins):
+            refs += [(f"joins[{j}].on.{c}", f"{join.table}.{c}") for c in join.on]
+            refs += [(f"joins[{j}].on.{c}", ref) for c, ref in join.on.items()]
+        refs += [("goals.value", f"{kpi.goals.table}.{kpi.goals.value}"),
+                 ("goals.division", f"{kpi.goals.table}.{kpi.goals.division}")]
+        refs += [(f"goals.match.{d}", f"{kpi.goals.table}.{c}") for d, c in
+                 kpi.goals.match.items()]
+        for path, ref in refs:
+            table_name, _, column = ref.partition(".")
+            if column not in columns.get(table_name, set()):
+                problems.append(f"{at}.{path}: {ref!r} is not a Gold table.column")
+        if kpi.year not in kpi.dimensions:
+            problems.append(f"{at}.year: {kpi.year!r} is not one of the dimensions")
+        if set(kpi.goals.match) != set(kpi.dimensions):
+            problems.append(f"{at}.goals.match: must name exactly the dimensions"
+                            f" {sorted(kpi.dimensions)}")
+        if kpi.periods and not kpi.period_date:
+            problems.append(f"{at}.period_date: needed for periods {kpi.periods}")
     return problems
 
 

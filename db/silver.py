@@ -25,7 +25,8 @@ def silver_shape(table: str, types: dict[str, str], key: Sequence[str]) -> Table
     """Typed columns of the table (raw and derived), the key, and Silver's bookkeeping."""
     columns = {c: SQL_TYPES[t] for c, t in types.items()}
     columns.update(META_COLUMNS)
-    return TableShape(f"silver_{table}", columns, tuple(key), not_null=tuple(key))
+    return TableShape(f"silver_{table}", columns, tuple(key), not_null=tuple(key),
+                      indexes=('("_division", "_window")',))
 
 
 class SilverWriter:
@@ -74,3 +75,12 @@ class SilverWriter:
                                          columns=self.columns)
         await conn.execute(self.upsert)
         await conn.execute(self.delete)
+
+
+async def snapshot_deletes(conn: asyncpg.Connection, schema: str, table: str, division: str,
+                           window: str) -> int:
+    """Mark deleted the keys a complete snapshot window did not contain (windows sort in time)."""
+    status = await conn.execute(
+        f'UPDATE {qualified(schema, f"silver_{table}")} SET "_deleted" = true, "_window" = $2'
+        ' WHERE "_division" = $1 AND "_window" < $2 AND NOT "_deleted"', division, window)
+    return int(status.split()[-1])

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from contracts.config import Config, ConfigError, TableConfig
 from db import accounting, quarantine
 from db.bronze import bronze_shape
+from db.gold import UNMATCHED, LinkTarget, TableSync, gold_shape
+from db.kpi import KpiSql, kpi_shape
 from db.schema import TableShape
 from db.silver import silver_shape
 from processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
@@ -37,11 +39,26 @@ class TablePlan:
 
 
 @dataclass(frozen=True)
+class GoldPlan:
+    """Gold's statements, built once: table syncs, account links, KPIs."""
+
+    shapes: list[TableShape]
+    syncs: list[TableSync]
+    links: list[LinkTarget]
+    kpis: list[KpiSql]
+
+
+@dataclass(frozen=True)
 class Plan:
     """The whole pipeline's compiled config."""
 
     config: Config
     tables: dict[str, TablePlan]
+    gold: GoldPlan
+
+    @property
+    def snapshot_tables(self) -> list[str]:
+        return [n for n, t in self.tables.items() if t.config.mode == "snapshot"]
 
     @property
     def schema(self) -> str:
@@ -50,7 +67,7 @@ class Plan:
     def shapes(self) -> list[TableShape]:
         tables = self.tables.values()
         return [quarantine.SHAPE, accounting.SHAPE, *(t.bronze for t in tables),
-                *(t.silver for t in tables)]
+                *(t.silver for t in tables), *self.gold.shapes]
 
 
 def build_plan(config: Config) -> Plan:
@@ -81,4 +98,42 @@ def build_plan(config: Config) -> Plan:
         )
     if problems:
         raise ConfigError(problems)
-    return Plan(config, tables)
+    return Plan(config, tables, build_gold(config, tables))
+
+
+def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
+    """Gold shapes and statements from the (already cross-checked) gold config."""
+    gold, schema = config.gold, config.pipeline.db_schema
+    link = gold.linkage
+    shapes: list[TableShape] = []
+    syncs: list[TableSync] = []
+    types: dict[str, dict[str, str]] = {}
+    for name, table in gold.tables.items():
+        source = tables[table.source]
+        columns = {g: source.silver.columns[s] for g, s in table.columns.items()}
+        by_silver = {s: g for g, s in table.columns.items()}
+        key = [by_silver[k] for k in source.config.key]
+        account_key = None
+        if link is not None:
+            account_key = link.targets.get(name) or (
+                link.accounts.key if name == link.accounts.table else None)
+        link_column = link.link_column if link is not None and name in link.targets else None
+        shape = gold_shape(name, columns, key, table.indexes, link_column, account_key)
+        shapes.append(shape)
+        types[name] = dict(shape.columns)
+        syncs.append(TableSync.build(schema, name, table.source, table.columns, key))
+    links: list[LinkTarget] = []
+    if link is not None:
+        shapes.append(UNMATCHED)
+        links = [LinkTarget.build(schema, link.accounts.table, link.accounts.id,
+                                  link.accounts.key, t, k, link.link_column)
+                 for t, k in link.targets.items()]
+    kpis: list[KpiSql] = []
+    for name, kpi in gold.kpis.items():
+        dimension_types = {}
+        for dimension, ref in kpi.dimensions.items():
+            table_name, _, column = ref.partition(".")
+            dimension_types[dimension] = types[table_name][column]
+        shapes.append(kpi_shape(name, kpi, dimension_types))
+        kpis.append(KpiSql.build(schema, name, kpi))
+    return GoldPlan(shapes, syncs, links, kpis)

@@ -126,7 +126,7 @@ class Producer:
         message = TableEnd(division=target.division, table=target.table, window=target.window,
                            rows=rows)
         await self._with_retry(lambda: self.redis.xadd(stream, encode(message)))
-        log.info("table_sent", division=target.division, table=target.table,
+        log.debug("table_sent", division=target.division, table=target.table,
                  window=target.window, rows=rows)
 
     async def _wait_for_room(self, stream: str) -> None:

@@ -1,0 +1,1 @@
+"""What operators see: notifications, stream lag, alerts and metrics."""

@@ -1,0 +1,111 @@
+"""The monitor service (``assay run monitor``).
+
+Two loops in one process: every ``check_every_s`` a lag snapshot updates the
+stream gauges and is checked against the alert rules; and a consumer of the
+windows channel (group ``monitor``) turns every window outcome into a
+notification and an alert check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import redis.asyncio as aioredis
+import structlog
+
+from assay.ops.alerts import Alerts
+from assay.ops.metrics import Metrics, start_metrics_server
+from assay.ops.notify import Notifier
+from assay.ops.observe import WindowWatcher
+from contracts.ops import AlertsConfig, NotificationsConfig
+from streams import keys as channels
+from streams.consumer import TRANSIENT, Consumer, RuntimeSettings
+from streams.keys import Keys
+from streams.lag import LagReport, LagTracker, by_channel
+
+log = structlog.get_logger("assay.monitor")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Monitor:
+    """Every ``interval_s``: snapshot the streams, update the gauges, evaluate the alerts."""
+
+    def __init__(self, tracker: LagTracker, metrics: Metrics, alerts: Alerts,
+                 interval_s: float, sleep: Sleep = asyncio.sleep) -> None:
+        self.tracker = tracker
+        self.metrics = metrics
+        self.alerts = alerts
+        self.interval_s = interval_s
+        self.sleep = sleep
+
+    async def check(self) -> LagReport | None:
+        """One round; a Redis that does not answer is logged and tried again next round."""
+        try:
+            report = await self.tracker.take()
+        except TRANSIENT as exc:
+            log.warning("lag_snapshot_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        self.metrics.observe_lag(report)
+        await self.alerts.check(report)
+        return report
+
+    async def run(self, stop: asyncio.Event, once: bool = False) -> None:
+        """Check until ``stop`` is set; with ``once``, check once and return."""
+        while not stop.is_set():
+            await self.check()
+            if once:
+                return
+            await self._pause(stop)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(self.sleep(self.interval_s)),
+                 asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+
+
+async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str],
+                layers: Mapping[str, Sequence[str]], *, environment: str,
+                notifications: NotificationsConfig | None, alerts: AlertsConfig | None,
+                settings: RuntimeSettings, stop: asyncio.Event, burst: bool = False,
+                metrics_port: int | None = None, name: str | None = None,
+                clock: Callable[[], float] = time.time) -> None:
+    """Run the monitor until ``stop`` is set (with ``burst``: one check, windows drained).
+
+    ``divisions`` maps division names to display names; ``layers`` is the runner's
+    ``{layer: [channels]}``. With ``metrics_port`` the metrics are served over HTTP.
+    """
+    config = alerts or AlertsConfig()
+    metrics = Metrics()
+    server = (start_metrics_server(metrics_port, metrics.registry)
+              if metrics_port is not None else None)
+    notifier = Notifier(notifications, environment, clock=clock)
+    rules = Alerts(config.rules, notifier=notifier, metrics=metrics, clock=clock,
+                   divisions=divisions)
+    tracker = LagTracker(client, keys, list(divisions), by_channel(layers), clock=clock,
+                         scan_bound=config.scan_bound)
+    monitor = Monitor(tracker, metrics, rules, config.check_every_s)
+    watcher = Consumer(client, keys, WindowWatcher(notifier, rules, divisions),
+                       divisions=list(divisions), read_channels=[channels.WINDOWS],
+                       settings=settings, name=name)
+
+    async def stop_watcher() -> None:
+        await stop.wait()
+        watcher.stop()
+
+    stopper = asyncio.create_task(stop_watcher())
+    log.info("monitor_started", interval_s=config.check_every_s, rules=len(config.rules),
+             metrics_port=server.port if server else None)
+    try:
+        await asyncio.gather(monitor.run(stop, once=burst), watcher.run(burst=burst))
+    finally:
+        stop.set()
+        await stopper
+        await notifier.close()
+        if server is not None:
+            server.close()
+    log.info("monitor_stopped", active_alerts=len(rules.active))

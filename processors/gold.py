@@ -1,0 +1,69 @@
+"""Gold: on each completed or amended window, sync tables, link accounts, recompute KPIs.
+
+Everything for one window happens in one transaction: Silver rows the window changed
+are upserted (or deleted) under their Gold names, CRM account ids are linked onto
+ERP rows by normalised account keys, unmatched keys are listed, and the division's
+KPIs are recomputed. Running a window again changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import structlog
+
+from contracts.messages import WindowEvent
+from db import silver
+from db.pool import transaction
+from processors.plan import Plan
+from streams.codec import Item
+from streams.consumer import Output
+
+log = structlog.get_logger("assay.gold")
+
+Clock = Callable[[], float]
+APPLY = {"completed", "partial", "amended"}
+
+
+class GoldProcessor:
+    """Applies window events of one division to the Gold tables."""
+
+    layer = "gold"
+
+    def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.clock = clock
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        out = Output()
+        for item in items:
+            event = item.message
+            if not isinstance(event, WindowEvent):
+                out.rejected.append((item, f"unexpected {type(event).__name__} for Gold"))
+                continue
+            if event.status not in APPLY:
+                log.info("gold_window_skipped", division=event.division, window=event.window,
+                         status=event.status)
+                continue
+            await self.apply(event.division, event.window)
+        return out
+
+    async def apply(self, division: str, window: str) -> dict[str, int]:
+        """Bring Gold up to date with one window of one division; returns unmatched counts."""
+        gold = self.plan.gold
+        name = self.plan.config.divisions[division].name
+        started = self.clock()
+        async with transaction(self.pool) as conn:
+            for table in self.plan.snapshot_tables:
+                await silver.snapshot_deletes(conn, self.plan.schema, table, division, window)
+            for sync in gold.syncs:
+                await sync.run(conn, division, window)
+            unmatched = {t.table: await t.run(conn, self.plan.schema, division, window)
+                         for t in gold.links}
+            for kpi in gold.kpis:
+                await kpi.run(conn, division, name)
+        log.info("gold_window_applied", division=division, window=window,
+                 unmatched=sum(unmatched.values()), seconds=round(self.clock() - started, 3))
+        return unmatched
