@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -14,7 +16,7 @@ import msgspec
 
 from assay import logs
 from assay.settings import Settings
-from contracts.config import ConfigError, config_json_schema, load_config
+from contracts.config import Config, ConfigError, config_json_schema, load_config
 
 T = TypeVar("T")
 
@@ -98,23 +100,29 @@ def migrate(config_dir: Path | None, keep_running: bool) -> None:
 @_config_option
 @click.option("--burst", is_flag=True, help="Return once every stream is drained.")
 @click.option("--name", default=None, help="Consumer name (default: layer-host-pid).")
-@_keep_option
+@click.option("--metrics-port", type=int, default=None, envvar="ASSAY_METRICS_PORT",
+              help="Serve Prometheus metrics on this port.")
 def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
-        keep_running: bool) -> None:
-    """Run one layer's consumer (bronze, ...) until SIGTERM/SIGINT."""
+        metrics_port: int | None) -> None:
+    """Run one layer (bronze, silver, barrier, gold, monitor) until SIGTERM/SIGINT.
+
+    Without REDIS_URL/DATABASE_URL, the embedded servers are started or reused and left
+    running for the other layers (``assay services stop`` stops them).
+    """
     from assay.runner import LAYERS, open_context, run_layer
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
     settings = Settings.from_env()
     with ExitStack() as stack:
-        redis_url, database_url = _urls(stack, settings, keep_running)
+        redis_url, database_url = _urls(stack, settings, keep_running=True)
 
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
                                      settings.key_prefix)
             try:
-                return await run_layer(layer, ctx, burst=burst, name=name)
+                return await run_layer(layer, ctx, burst=burst, name=name,
+                                       metrics_port=metrics_port)
             finally:
                 await ctx.close()
 
@@ -199,3 +207,157 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
             click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
                        err=True)
     sys.exit(code)
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.option("--watch", "watching", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float) -> None:
+    """Stream length, lag, pending entries, consumers and dead letters per group."""
+    import redis.asyncio as aioredis
+
+    from assay.ops.lag_view import render_json, render_table, watch
+    from assay.runner import LAYERS
+    from streams.keys import Keys
+    from streams.lag import LagTracker, by_channel
+
+    settings = Settings.from_env()
+    config = _load(config_dir or settings.config_dir)
+    with ExitStack() as stack:
+        redis_url, _ = _urls(stack, settings, keep_running=True)
+
+        async def go() -> None:
+            client = aioredis.from_url(redis_url)
+            tracker = LagTracker(client, Keys(settings.key_prefix), list(config.divisions),
+                                 by_channel(LAYERS), scan_bound=config.alerts.scan_bound)
+            render = render_json if as_json else render_table
+            try:
+                if watching:
+                    await watch(tracker.take, render, sys.stdout, interval_s=interval,
+                                clear=not as_json)
+                else:
+                    click.echo(render(await tracker.take()))
+            finally:
+                await client.aclose()
+
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(go())
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+def windows(config_dir: Path | None, as_json: bool) -> None:
+    """Every sync window of every division, with its state and ages."""
+    import time
+
+    import redis.asyncio as aioredis
+
+    from streams.keys import Keys
+    from streams.windows import WindowStore
+
+    settings = Settings.from_env()
+    config = _load(config_dir or settings.config_dir)
+    with ExitStack() as stack:
+        redis_url, _ = _urls(stack, settings, keep_running=True)
+
+        async def go() -> list[dict[str, Any]]:
+            client = aioredis.from_url(redis_url)
+            store = WindowStore(client, Keys(settings.key_prefix))
+            try:
+                return [{"division": d, **w} for d in config.divisions
+                        for w in await store.windows(d)]
+            finally:
+                await client.aclose()
+
+        found = _run(go())
+    now = time.time()
+    rows = []
+    for w in found:
+        tables = config.divisions[w["division"]].tables
+        short = [t for t in tables if w.get(f"{t}:expected") is None
+                 or w.get(f"{t}:seen", "0") != w.get(f"{t}:expected")]
+        rows.append({
+            "division": w["division"], "window": w["window"], "status": w.get("status", ""),
+            "age_s": round(now - float(w.get("opened_at", now)), 1),
+            "complete_after_s": (round(float(w["completed_at"]) - float(w["opened_at"]), 1)
+                                 if w.get("completed_at") else None),
+            "retries": int(w.get("retries", 0)), "amendments": int(w.get("amendments", 0)),
+            "failed": sum(int(w.get(f"{t}:failed", 0)) for t in tables),
+            "waiting_for": short,
+        })
+    if as_json:
+        for row in rows:
+            click.echo(msgspec.json.encode(row).decode())
+        return
+    click.echo(f"{'division':<16}{'window':<12}{'status':<11}{'age_s':>10}{'done_s':>9}"
+               f"{'retries':>8}{'failed':>8}  waiting for")
+    for r in rows:
+        done = "-" if r["complete_after_s"] is None else str(r["complete_after_s"])
+        click.echo(f"{r['division']:<16}{r['window']:<12}{r['status']:<11}{r['age_s']:>10}"
+                   f"{done:>9}{r['retries']:>8}{r['failed']:>8}  {', '.join(r['waiting_for'])}")
+
+
+@main.command()
+@_config_option
+@click.option("--table", default=None)
+@click.option("--division", default=None)
+@click.option("--window", default=None)
+@click.option("--dry-run", is_flag=True, help="Only count what would be re-driven.")
+def replay(config_dir: Path | None, table: str | None, division: str | None,
+           window: str | None, dry_run: bool) -> None:
+    """Re-drive quarantined rows through the pipeline (after fixing config or data)."""
+    from assay.replay import replay as replay_rows
+    from assay.runner import open_context
+
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running=True)
+
+        async def go() -> int:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url,
+                                     database_url, settings.key_prefix)
+            try:
+                return await replay_rows(ctx, table=table, division=division, window=window,
+                                         dry_run=dry_run)
+            finally:
+                await ctx.close()
+
+        count = _run(go())
+    click.echo(f"{'would re-drive' if dry_run else 're-driven'}: {count} quarantined rows")
+
+
+@main.group()
+def services() -> None:
+    """The embedded servers in the project's data folder (./.assay or $ASSAY_DATA_DIR)."""
+
+
+@services.command("start")
+def services_start() -> None:
+    """Start (or find) the embedded servers and leave them running; print their URLs."""
+    from assay.services import Services, default_data_dir
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    with Services(default_data_dir(), keep_running=True, env=env) as urls:
+        click.echo(f"REDIS_URL={urls.redis_url}")
+        click.echo(f"DATABASE_URL={urls.database_url}")
+
+
+@services.command("stop")
+def services_stop() -> None:
+    """Stop the embedded servers recorded in the data folder."""
+    from assay.services import default_data_dir, stop_embedded
+
+    stop_embedded(default_data_dir())
+    click.echo("stopped")
+
+
+def _load(folder: Path) -> Config:
+    try:
+        return load_config(folder)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(1)

@@ -14,6 +14,10 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from assay.ops.metrics import Metrics, start_metrics_server
+from assay.ops.monitor import serve
+from assay.ops.notify import environment_name
+from assay.ops.observe import worker_observer
 from contracts.config import load_config
 from db import pool as db_pool
 from db.schema import migrate
@@ -23,7 +27,7 @@ from processors.gold import GoldProcessor
 from processors.plan import Plan, build_plan
 from processors.silver import SilverProcessor
 from streams import keys as channels
-from streams.consumer import TRANSIENT, Consumer, Processor, RuntimeSettings
+from streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from streams.keys import Keys
 from streams.windows import WindowStore
 
@@ -34,6 +38,7 @@ LAYERS: dict[str, list[str]] = {
     "silver": [channels.BRONZE],
     "barrier": [channels.ACCOUNTED, channels.DEAD],
     "gold": [channels.WINDOWS],
+    "monitor": [channels.WINDOWS],
 }
 """Each layer and the channels its consumer group reads."""
 
@@ -106,10 +111,11 @@ def make_processor(layer: str, ctx: Context) -> Processor:
     raise ValueError(f"unknown layer {layer!r}; known: {sorted(LAYERS)}")
 
 
-def make_consumer(layer: str, ctx: Context, name: str | None = None) -> Consumer:
+def make_consumer(layer: str, ctx: Context, name: str | None = None,
+                  on_batch: Callable[[BatchResult], object] | None = None) -> Consumer:
     return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx),
                     divisions=list(ctx.plan.config.divisions), read_channels=LAYERS[layer],
-                    settings=runtime_settings(ctx.plan), name=name)
+                    settings=runtime_settings(ctx.plan), name=name, on_batch=on_batch)
 
 
 async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
@@ -125,9 +131,18 @@ async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
 
 
 async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
-                    name: str | None = None, tick_interval_s: float = 1.0) -> int:
+                    name: str | None = None, tick_interval_s: float = 1.0,
+                    metrics_port: int | None = None) -> int:
     """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code."""
-    consumer = make_consumer(layer, ctx, name)
+    config = ctx.plan.config
+    names = {k: d.name for k, d in config.divisions.items()}
+    environment = environment_name(config.pipeline.environment)
+    if layer == "monitor":
+        return await _run_monitor(ctx, names, environment, burst, name, metrics_port)
+    metrics = Metrics()
+    server = start_metrics_server(metrics_port, metrics.registry) if metrics_port else None
+    observer = worker_observer(config.notifications, config.alerts, environment, names, metrics)
+    consumer = make_consumer(layer, ctx, name, on_batch=observer)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(consumer.run(burst=burst))
     ticker = None
@@ -155,6 +170,29 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
         if ticker is not None:
             consumer.stop()
             await ticker
+        await observer.close()
+        if server is not None:
+            server.close()
+    await consumer.leave()
     log.info("layer_stopped", layer=layer, batches=consumer.batches,
              dead_lettered=consumer.dead_lettered)
+    return 0
+
+
+async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, burst: bool,
+                       name: str | None, metrics_port: int | None) -> int:
+    """The monitor: lag snapshots, alerts, metrics, and a notification per window outcome."""
+    config = ctx.plan.config
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
+                    notifications=config.notifications, alerts=config.alerts,
+                    settings=runtime_settings(ctx.plan), stop=stop, burst=burst,
+                    metrics_port=metrics_port, name=name)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     return 0

@@ -16,6 +16,7 @@ import msgspec
 
 from contracts.formulas import Formula
 from contracts.gold import GoldConfig
+from contracts.ops import AlertsConfig, NotificationsConfig
 
 ColumnType = Literal["text", "integer", "number", "date", "timestamp", "boolean"]
 
@@ -98,6 +99,8 @@ class ConfigFile(Strict, frozen=True):
     divisions: dict[str, DivisionConfig] = {}
     tables: dict[str, TableConfig] = {}
     gold: GoldConfig | None = None
+    notifications: NotificationsConfig | None = None
+    alerts: AlertsConfig | None = None
 
 
 class Config(Strict, frozen=True):
@@ -107,11 +110,20 @@ class Config(Strict, frozen=True):
     divisions: dict[str, DivisionConfig]
     tables: dict[str, TableConfig]
     gold: GoldConfig = GoldConfig()
+    notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     sources: dict[str, str] = {}
     """Which file defined each division and table (``table:NAME`` / ``division:NAME``)."""
 
 
 _sections_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+SINGLE_SECTIONS: dict[str, type[Any]] = {
+    "pipeline": PipelineConfig, "gold": GoldConfig, "notifications": NotificationsConfig,
+    "alerts": AlertsConfig,
+}
+"""Sections that one file defines whole (the others merge by name)."""
+SECTIONS = ("pipeline", "divisions", "tables", "gold", "notifications", "alerts")
 
 
 def _at(exc: msgspec.ValidationError, path: str) -> str:
@@ -163,13 +175,13 @@ def _decode_file(data: bytes) -> ConfigFile:
         sections = _sections_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise ConfigError([_at(exc, "$")]) from exc
-    unknown = sorted(set(sections) - {"pipeline", "divisions", "tables", "gold"})
+    unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        raise ConfigError([f"unknown section {unknown[0]!r} (expected pipeline, divisions,"
-                           f" tables, gold) - at `$.{unknown[0]}`"])
+        raise ConfigError([f"unknown section {unknown[0]!r} (expected {', '.join(SECTIONS)})"
+                           f" - at `$.{unknown[0]}`"])
     problems: list[str] = []
     parts: dict[str, Any] = {}
-    for section, single in (("pipeline", PipelineConfig), ("gold", GoldConfig)):
+    for section, single in SINGLE_SECTIONS.items():
         if section in sections:
             try:
                 parts[section] = _decode(sections[section], single, f"$.{section}")
@@ -204,7 +216,7 @@ def load_config(path: Path | str) -> Config:
     problems: list[str] = []
     pipeline: PipelineConfig | None = None
     pipeline_file = ""
-    gold: GoldConfig | None = None
+    singles: dict[str, Any] = {}
     divisions: dict[str, DivisionConfig] = {}
     tables: dict[str, TableConfig] = {}
     sources: dict[str, str] = {}
@@ -222,10 +234,13 @@ def load_config(path: Path | str) -> Config:
             if pipeline is not None:
                 problems.append(f"{name}: $.pipeline is already defined in {pipeline_file}")
             pipeline, pipeline_file = part.pipeline, name
-        if part.gold is not None:
-            if gold is not None:
-                problems.append(f"{name}: $.gold is already defined in {sources['gold']}")
-            gold, sources["gold"] = part.gold, name
+        for section in ("gold", "notifications", "alerts"):
+            value = getattr(part, section)
+            if value is None:
+                continue
+            if section in singles:
+                problems.append(f"{name}: $.{section} is already defined in {sources[section]}")
+            singles[section], sources[section] = value, name
         for kind, items in (("division", part.divisions), ("table", part.tables)):
             for key in items:
                 where = f"{kind}:{key}"
@@ -243,7 +258,7 @@ def load_config(path: Path | str) -> Config:
         pipeline=pipeline or PipelineConfig(),
         divisions=divisions,
         tables=tables,
-        gold=gold or GoldConfig(),
+        **singles,
         sources=sources,
     )
     problems = cross_check(config)

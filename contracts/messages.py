@@ -41,6 +41,8 @@ class Record(Message, tag="record", frozen=True):
     payload: dict[str, Scalar]
     op: Operation = "upsert"
     seq: str | int | None = None
+    replay: bool = False
+    """Re-driven from quarantine by ``assay replay``."""
 
 
 class TableEnd(Message, tag="table_end", frozen=True):

@@ -99,7 +99,8 @@ class LinkTarget:
               table: str, key: str, link: str) -> LinkTarget:
         source, target = qualified(schema, f"gold_{accounts}"), qualified(schema, f"gold_{table}")
         t_key, a_key = normalised("t", key), normalised("a", account_key)
-        set_link = f"UPDATE {target} AS t SET {quote(link)} = a.{quote(account_id)} FROM {source} AS a"
+        set_link = (f"UPDATE {target} AS t SET {quote(link)} = a.{quote(account_id)}"
+                    f" FROM {source} AS a")
         differs = f"t.{quote(link)} IS DISTINCT FROM a.{quote(account_id)}"
         unmatched_table = qualified(schema, "gold_link_unmatched")
         return cls(

@@ -76,7 +76,8 @@ class KpiSql:
         for period in ["year", *kpi.periods]:
             expression, parts = PERIODS[period]
             if period != "year":
-                expression = expression.format(d=f"({ref(kpi.period_date or '')} AT TIME ZONE 'UTC')")
+                at = f"({ref(kpi.period_date or '')} AT TIME ZONE 'UTC')"
+                expression = expression.format(d=at)
             facts = (
                 "SELECT " + ", ".join(f"{ref(r)} AS {quote(d)}" for d, r in kpi.dimensions.items())
                 + f", {expression} AS period, sum({qty}) AS qty, {weight} AS weight"
@@ -85,12 +86,12 @@ class KpiSql:
             )
             on = " AND ".join(f"f.{quote(d)} = g.{quote(d)}" for d in dims)
             # Annual rows also show goals without shipments; period rows follow the facts.
-            join = "FULL JOIN" if period == "year" else "LEFT JOIN"
+            kind = "FULL JOIN" if period == "year" else "LEFT JOIN"
             merged = (
                 "SELECT " + ", ".join(f"coalesce(f.{quote(d)}, g.{quote(d)}) AS {quote(d)}"
                                       for d in dims)
                 + ", coalesce(f.period, 'year') AS period, coalesce(f.qty, 0) AS qty,"
-                f" coalesce(f.weight, 0) AS weight, g.goal FROM f {join} g ON {on}"
+                f" coalesce(f.weight, 0) AS weight, g.goal FROM f {kind} g ON {on}"
             )
             prior = " AND ".join(
                 [f"p.{quote(kpi.year)} = k.{quote(kpi.year)} - 1", "p.period = k.period"]

@@ -65,3 +65,27 @@ async def add(conn: asyncpg.Connection, schema: str, rows: Sequence[Quarantined]
         [(r.division, r.table, r.window, r.row, r.layer, r.key, r.rule, r.field, r.message,
           r.payload, now) for r in rows],
     )
+
+
+async def pending(conn: asyncpg.Connection, schema: str, *, table: str | None = None,
+                  division: str | None = None, window: str | None = None) -> list[asyncpg.Record]:
+    """Quarantined rows not yet re-driven successfully, oldest window first."""
+    return list(await conn.fetch(
+        f"SELECT division, table_name, \"window\", \"row\", payload::text AS payload"
+        f" FROM {qualified(schema, 'quarantine')} WHERE released_at IS NULL"
+        " AND ($1::text IS NULL OR table_name = $1) AND ($2::text IS NULL OR division = $2)"
+        ' AND ($3::text IS NULL OR "window" = $3)'
+        ' ORDER BY division, "window", table_name, "row"', table, division, window))
+
+
+async def release(conn: asyncpg.Connection, schema: str,
+                  rows: Sequence[tuple[str, str, str, int]], now: float) -> None:
+    """Mark re-driven rows (division, window, table, row) as released from quarantine."""
+    if not rows:
+        return
+    divisions, windows, tables, numbers = (list(x) for x in zip(*rows, strict=True))
+    await conn.execute(
+        f"UPDATE {qualified(schema, 'quarantine')} AS q SET released_at = to_timestamp($5)"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n)"
+        ' WHERE q.division = u.d AND q."window" = u.w AND q.table_name = u.t AND q."row" = u.n',
+        divisions, windows, tables, numbers, now)

@@ -68,6 +68,7 @@ class BarrierProcessor:
                 groups.setdefault((*key, "failed"), []).append(message.row)
             else:
                 out.rejected.append((item, f"unexpected {type(message).__name__} for barrier"))
+        out.processed = sum(len(rows) for rows in groups.values()) + len(ends)
         for (division, window, table, kind), rows in groups.items():
             if rows and division in self.policies:
                 self._log(division, await self.store.account(

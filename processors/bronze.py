@@ -103,6 +103,7 @@ class BronzeProcessor:
             await quarantine.add(conn, self.plan.schema, held, now)
             await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
                                     [(q.division, q.window, q.table, q.row) for q in held])
+        out.processed, out.quarantined = len(landed), len(held)
         if landed:
             out.emits.append((channels.BRONZE, LandedBatch(items=list(landed.values()))))
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(held))
@@ -144,7 +145,8 @@ class BronzeProcessor:
         return quarantine.Quarantined(
             division=record.division, table=record.table, window=record.window, row=record.row,
             layer=self.layer, key=key, rule="formula", field=exc.field, message=exc.reason,
-            payload=msgspec.json.encode(record.payload).decode(),
+            payload=msgspec.json.encode({"payload": record.payload, "op": record.op,
+                                         "seq": record.seq}).decode(),
         )
 
 

@@ -48,6 +48,7 @@ class GoldProcessor:
                          status=event.status)
                 continue
             await self.apply(event.division, event.window)
+            out.processed += 1
         return out
 
     async def apply(self, division: str, window: str) -> dict[str, int]:

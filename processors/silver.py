@@ -97,6 +97,7 @@ class SilverProcessor:
         out = Output()
         winners: dict[str, dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
         applied: list[tuple[str, str, str, int]] = []
+        released: list[tuple[str, str, str, int]] = []
         held: list[quarantine.Quarantined] = []
         for item in items:
             message = item.message
@@ -123,14 +124,18 @@ class SilverProcessor:
             if best is None or rank > best[0]:
                 winners[record.table][key] = (rank, values)
             applied.append((record.division, record.window, record.table, record.row))
+            if record.replay:
+                released.append(applied[-1])
         async with transaction(self.pool) as conn:
             for name, rows in winners.items():
                 await self.writers[name].merge(conn, [v for _, v in rows.values()])
             await quarantine.add(conn, self.plan.schema, held, self.clock())
+            await quarantine.release(conn, self.plan.schema, released, self.clock())
             await accounting.record(conn, self.plan.schema, self.layer, accounting.APPLIED,
                                     applied)
             await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
                                     [(q.division, q.window, q.table, q.row) for q in held])
+        out.processed, out.quarantined = len(applied), len(held)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, held))
         return out
 

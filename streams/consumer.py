@@ -63,6 +63,24 @@ class Output:
 
     emits: list[tuple[str, Message]] = field(default_factory=list)
     rejected: list[tuple[Item, str]] = field(default_factory=list)
+    processed: int = 0
+    """Records that reached this layer's table."""
+    quarantined: int = 0
+    """Records this layer put in quarantine."""
+
+
+@dataclass
+class Done:
+    """What processing a batch (or the parts it was split into) came to."""
+
+    emits: list[tuple[str, Message]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    processed: int = 0
+    quarantined: int = 0
+
+    def merge(self, other: Done) -> Done:
+        return Done(self.emits + other.emits, self.dead + other.dead,
+                    self.processed + other.processed, self.quarantined + other.quarantined)
 
 
 class Processor(Protocol):
@@ -86,6 +104,8 @@ class BatchResult:
     dead: int
     emitted: int
     seconds: float
+    processed: int = 0
+    quarantined: int = 0
 
 
 def consumer_name(layer: str) -> str:
@@ -129,6 +149,18 @@ class Consumer:
             except redis.exceptions.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    async def leave(self) -> None:
+        """At a clean exit, remove this consumer from its groups when it holds nothing."""
+        for stream in self.streams:
+            try:
+                info: Any = await self.redis.xpending_range(stream, self.group, min="-",
+                                                            max="+", count=1,
+                                                            consumername=self.name)
+                if not info:
+                    await self.redis.xgroup_delconsumer(stream, self.group, self.name)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("consumer_leave_failed", stream=stream, error=str(exc))
 
     def stop(self) -> None:
         """Stop reading; the batch in hand is finished, committed and acked."""
@@ -231,23 +263,24 @@ class Consumer:
             items.extend(flatten(stream, entry_id, message, deliveries))
         batch_log = bound.bind(first_id=entries[0][0], last_id=entries[-1][0],
                                division=self.keys.division_of(stream))
-        emits: list[tuple[str, Message]] = []
+        done = Done()
         if items:
-            emits, failed = await self._retrying(lambda: self._isolating(batch_log, items))
-            dead.extend(failed)
-        await self._retrying(lambda: self._commit(stream, [e[0] for e in entries], emits, dead))
+            done = await self._retrying(lambda: self._isolating(batch_log, items))
+        dead.extend(done.dead)
+        await self._retrying(
+            lambda: self._commit(stream, [e[0] for e in entries], done.emits, dead))
         self.dead_lettered += len(dead)
         self.batches += 1
         result = BatchResult(self.layer, self.keys.division_of(stream), stream, entries[0][0],
-                             entries[-1][0], len(items), len(dead), len(emits),
-                             time.perf_counter() - started)
-        batch_log.debug("batch_committed", items=result.items, dead=result.dead,
+                             entries[-1][0], len(items), len(dead), len(done.emits),
+                             time.perf_counter() - started, done.processed, done.quarantined)
+        batch_log.debug("batch_committed", items=result.items, processed=result.processed,
+                        quarantined=result.quarantined, dead=result.dead,
                         emitted=result.emitted, seconds=round(result.seconds, 4))
         if self.on_batch is not None:
             self.on_batch(result)
 
-    async def _isolating(self, batch_log: Any, items: Sequence[Item]
-                         ) -> tuple[list[tuple[str, Message]], list[DeadLetter]]:
+    async def _isolating(self, batch_log: Any, items: Sequence[Item]) -> Done:
         """Process items; on failure split until the failing item is alone."""
         try:
             output = await self.processor.process(items)
@@ -256,17 +289,12 @@ class Consumer:
         except Exception as exc:
             if len(items) > 1:
                 mid = len(items) // 2
-                left_emits, left_dead = await self._isolating(batch_log, items[:mid])
-                right_emits, right_dead = await self._isolating(batch_log, items[mid:])
-                return left_emits + right_emits, left_dead + right_dead
+                left = await self._isolating(batch_log, items[:mid])
+                return left.merge(await self._isolating(batch_log, items[mid:]))
             return await self._retry_alone(batch_log, items[0], exc)
-        dead = [self._dead_letter(item, reason) for item, reason in output.rejected]
-        for letter in dead:
-            batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
-        return output.emits, dead
+        return self._done(batch_log, output)
 
-    async def _retry_alone(self, batch_log: Any, item: Item, error: Exception
-                           ) -> tuple[list[tuple[str, Message]], list[DeadLetter]]:
+    async def _retry_alone(self, batch_log: Any, item: Item, error: Exception) -> Done:
         deliveries = item.deliveries
         while deliveries < self.settings.max_deliveries:
             deliveries += 1
@@ -277,11 +305,17 @@ class Consumer:
             except Exception as exc:
                 error = exc
                 continue
-            return output.emits, [self._dead_letter(i, r) for i, r in output.rejected]
+            return self._done(batch_log, output)
         letter = self._dead_letter(item, f"{type(error).__name__}: {error}", deliveries)
         batch_log.error("item_dead_lettered", entry_id=item.entry_id, index=item.index,
                         error=letter.error, deliveries=deliveries)
-        return [], [letter]
+        return Done(dead=[letter])
+
+    def _done(self, batch_log: Any, output: Output) -> Done:
+        dead = [self._dead_letter(item, reason) for item, reason in output.rejected]
+        for letter in dead:
+            batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
+        return Done(output.emits, dead, output.processed, output.quarantined)
 
     def _dead_letter(self, item: Item, reason: str, deliveries: int | None = None) -> DeadLetter:
         message = item.message

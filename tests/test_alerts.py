@@ -152,7 +152,7 @@ async def test_batches_from_the_hook_raise_and_resolve() -> None:
     with captured_logs() as logs:
         for items in (0, 0, 10):
             observer(BatchResult("silver", "east", "s", "1-0", "2-0", items=items, dead=3,
-                                 emitted=0, seconds=0.1))
+                                 emitted=0, seconds=0.1, processed=items))
         await observer.close()
     assert [e["event"] for e in logs if e["event"].startswith("alert_")] == [
         "alert_raised", "alert_resolved"]

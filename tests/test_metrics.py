@@ -52,9 +52,10 @@ def labels(**pairs: str) -> frozenset[tuple[str, str]]:
     return frozenset(pairs.items())
 
 
-def batch(items: int, dead: int, seconds: float = 0.2) -> BatchResult:
+def batch(items: int, dead: int, seconds: float = 0.2, quarantined: int = 0) -> BatchResult:
     return BatchResult("silver", "europe", "assay:{europe}:bronze", "1-0", "9-0", items=items,
-                       dead=dead, emitted=1, seconds=seconds)
+                       dead=dead, emitted=1, seconds=seconds,
+                       processed=items - dead - quarantined, quarantined=quarantined)
 
 
 async def test_every_metric_is_exposed_with_its_type(server: MetricsServer) -> None:
@@ -71,7 +72,7 @@ async def test_every_metric_is_exposed_with_its_type(server: MetricsServer) -> N
 async def test_batches_count_records_by_layer_and_division(metrics: Metrics,
                                                            server: MetricsServer) -> None:
     metrics.observe_batch(batch(items=100, dead=3))
-    metrics.observe_batch(batch(items=50, dead=0), quarantined=5)
+    metrics.observe_batch(batch(items=50, dead=0, quarantined=5))
     samples, _ = await scrape(server)
     where = labels(layer="silver", division="europe")
     assert (samples[("assay_records_processed_total", where)],

@@ -92,7 +92,7 @@ def test_partial_window_is_partial() -> None:
 
 
 def test_completed_window_sums_its_tables() -> None:
-    event = window("completed", {"erp_order": 4000, "erp_order_line": 980},
+    event = window("completed", {"erp_order": 4000, "erp_order_line": 1000},
                    {"erp_order_line": 20})
     n = from_window("PROD", event, "Europe")
     assert (render_line(n), n.window) == ("[PROD] [PARTIAL] WINDOW — EUROPE — 4980 / 20",
@@ -106,8 +106,8 @@ def test_environment_variable_wins_over_config() -> None:
 
 def test_batch_counts_dead_letters_and_quarantine_as_failed() -> None:
     result = BatchResult("silver", "europe", "s", "1-0", "2-0", items=100, dead=3, emitted=1,
-                         seconds=0.1)
-    assert batch_counts(result, quarantined=2) == (95, 5)
+                         seconds=0.1, processed=95, quarantined=2)
+    assert batch_counts(result) == (95, 5)
 
 
 async def test_notification_is_logged_with_its_fields() -> None:
@@ -226,7 +226,7 @@ async def test_batch_hook_sends_each_batch_line_in_order() -> None:
         observer = BatchObserver(Notifier(config, "PROD"), {"europe": "Europe"})
         for items, dead in ((5, 5), (10, 0), (10, 1)):
             observer(BatchResult("silver", "europe", "s", "1-0", "2-0", items=items, dead=dead,
-                                 emitted=1, seconds=0.1))
+                                 emitted=1, seconds=0.1, processed=items - dead))
         await observer.close()
     assert [b["line"] for b in hook.bodies] == [
         "[PROD] [FAILED] SILVER — EUROPE — 0 / 5",

@@ -49,12 +49,12 @@ class Metrics:
         self._streams: set[str] = set()
         self._groups: set[tuple[str, str]] = set()
 
-    def observe_batch(self, result: BatchResult, quarantined: int = 0) -> None:
-        processed, failed = batch_counts(result, quarantined)
+    def observe_batch(self, result: BatchResult) -> None:
+        processed, failed = batch_counts(result)
         labels = (result.layer, result.division)
         self.processed.labels(*labels).inc(processed)
         self.failed.labels(*labels).inc(failed)
-        self.quarantined.labels(*labels).inc(quarantined)
+        self.quarantined.labels(*labels).inc(result.quarantined)
         self.batch_duration.labels(result.layer).observe(result.seconds)
 
     def observe_latency(self, seconds: float) -> None:

@@ -97,28 +97,26 @@ def from_batch(environment: str, layer: str, division: str, processed: int, fail
                         detail=detail)
 
 
-def batch_counts(result: BatchResult, quarantined: int = 0) -> tuple[int, int]:
+def batch_counts(result: BatchResult) -> tuple[int, int]:
     """(processed, failed) of a committed batch.
 
-    Failed counts dead letters and ``quarantined`` rows; processed is the rest of the
-    items handed to the processor (undecodable entries are dead letters that were
-    never items, so a batch of them counts as processed 0).
+    Processed counts the records that reached the layer's table; failed counts
+    dead letters and quarantined rows.
     """
-    failed = result.dead + quarantined
-    return max(result.items - failed, 0), failed
+    return result.processed, result.dead + result.quarantined
 
 
-def from_result(environment: str, result: BatchResult, division: str,
-                quarantined: int = 0) -> Notification:
-    processed, failed = batch_counts(result, quarantined)
+def from_result(environment: str, result: BatchResult, division: str) -> Notification:
+    processed, failed = batch_counts(result)
     return from_batch(environment, result.layer, division, processed, failed,
                       detail=f"{result.stream} {result.first_id}..{result.last_id}")
 
 
 def from_window(environment: str, event: WindowEvent, division: str,
                 pipeline: str = "window") -> Notification:
-    """A window outcome: ``tables`` are rows that reached their table, ``failed`` the rest."""
-    processed, failed = sum(event.tables.values()), sum(event.failed.values())
+    """A window outcome: ``tables`` counts every accounted row, ``failed`` those that failed."""
+    failed = sum(event.failed.values())
+    processed = sum(event.tables.values()) - failed
     status = status_of(processed, failed, failed_whole=event.status == "timed_out")
     if event.status == "partial" and status == "SUCCESS":
         status = "PARTIAL"
