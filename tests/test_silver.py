@@ -213,3 +213,29 @@ async def test_a_lossy_type_change_is_refused(
     (folder / "c.json").write_text(json.dumps(data))
     with pytest.raises(MigrationError, match="'credit': changing numeric to bigint"):
         await open_context(folder, redis_url, database_url, ctx.keys.prefix)
+
+
+async def test_quarantined_rows_are_replayed_once_the_config_is_fixed(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
+    from assay.replay import replay
+
+    await send(ctx, [person(1), person(2, country="XX")])
+    await drain(ctx)
+    assert await replay(ctx, dry_run=True) == 1
+    folder = tmp_path / "config"
+    data = json.loads((folder / "c.json").read_text())
+    data["tables"]["customer"]["validation"]["country"]["allowed"].append("XX")
+    (folder / "c.json").write_text(json.dumps(data))
+    fixed = await open_context(folder, redis_url, database_url, ctx.keys.prefix)
+    try:
+        assert await replay(fixed) == 1
+        await drain(fixed)
+        assert (await silver(fixed))[2]["country"] == "XX"
+        [held] = await quarantined(fixed)
+        assert held["released_at"] is not None
+        outcomes = dict(await fixed.pool.fetch(
+            f'SELECT outcome, count(*) FROM "{fixed.plan.schema}"."_rows" GROUP BY outcome'))
+        assert outcomes == {"applied": 2}
+        assert await replay(fixed, dry_run=True) == 0
+    finally:
+        await fixed.close()
