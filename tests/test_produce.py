@@ -41,9 +41,9 @@ def urls(redis_url: str, database_url: str) -> tuple[str, str]:
     return redis_url, database_url
 
 
-async def test_csv_with_header_and_delimiter(tmp_path: Path, config_dir: Path, urls: tuple[str, str],
-                                             prefix: str, keys: Keys,
-                                             redis: aioredis.Redis) -> None:
+async def test_csv_with_header_and_delimiter(
+        tmp_path: Path, config_dir: Path, urls: tuple[str, str], prefix: str, keys: Keys,
+        redis: aioredis.Redis) -> None:
     path = tmp_path / "items.csv"
     path.write_text("id;name;qty;weight;unit\n1;a;2;1.5;LB\n2;b;3;;G\n", encoding="utf-8")
     result = produce([str(path), "--division", "east", "--table", "item", "--window", "w1",
