@@ -25,7 +25,11 @@ KEY = ("_division", "_window", "_row")
 
 
 def bronze_shape(table: str, raw_columns: Sequence[str], derived: dict[str, str]) -> TableShape:
-    """Raw columns land as text, exactly as sent; formula outputs get their own types."""
+    """Raw columns land as text, exactly as sent; formula outputs get their own types.
+
+    Column order: the metadata columns, the raw columns, the formula outputs (Bronze
+    builds its rows in this order).
+    """
     columns = dict(META_COLUMNS)
     columns.update({c: "text" for c in raw_columns})
     columns.update({c: SQL_TYPES[t] for c, t in derived.items()})

@@ -61,6 +61,10 @@ class BronzeProcessor:
         self.plan = plan
         self.clock = clock
         self.writers = {n: BronzeWriter(plan.schema, t.bronze) for n, t in plan.tables.items()}
+        self.layouts = {
+            n: (list(t.config.columns), list(t.formulas.output_types), set(t.config.columns))
+            for n, t in plan.tables.items()
+        }
         self.max_payload = plan.config.pipeline.max_payload_bytes
 
     async def process(self, items: Sequence[Item]) -> Output:
@@ -82,19 +86,20 @@ class BronzeProcessor:
             if problem:
                 out.rejected.append((item, problem))
                 continue
-            raw = {k: as_text(v) for k, v in message.payload.items()}
+            raw = {k: v if v.__class__ is str or v is None else as_text(v)
+                   for k, v in message.payload.items()}
             table = self.plan.tables[message.table]
             try:
-                derived = table.formulas.apply(raw)
+                derived = table.formulas.apply(raw) if table.formulas.output_types else {}
             except FormulaError as exc:
                 held.append(self._quarantined(message, exc))
                 continue
-            row = self._row(table.bronze.columns, message, raw, derived, item.entry_id, received)
+            row = self._row(message, raw, derived, item.entry_id, received)
             position = (message.division, message.window, message.row)
             rows.setdefault(message.table, {})[position] = row
             landed[(message.division, message.window, message.row, message.table)] = Landed(
                 record=message,
-                derived={k: derived_text(v) for k, v in derived.items()},
+                derived={k: derived_text(v) for k, v in derived.items()} if derived else {},
                 bronze_id=f"{item.entry_id}:{item.index}",
             )
         async with transaction(self.pool) as conn:
@@ -116,28 +121,23 @@ class BronzeProcessor:
             return f"record of division {record.division!r} on another division's stream"
         if record.row < 1:
             return f"row numbers start at 1, got {record.row}"
-        size = sum(len(v) for v in record.payload.values() if isinstance(v, str))
+        if item.entry_size <= self.max_payload:
+            return None  # the whole entry is smaller than the limit
+        size = len(msgspec.json.encode(record.payload))
         if size > self.max_payload:
             return f"payload of {size} bytes exceeds max_payload_bytes={self.max_payload}"
         return None
 
-    def _row(self, columns: dict[str, str], record: Record, raw: dict[str, str | None],
-             derived: dict[str, Any], entry_id: str, received: dt.datetime) -> tuple[Any, ...]:
-        table = self.plan.tables[record.table].config
-        extra = {k: v for k, v in raw.items() if k not in table.columns}
-        values: dict[str, Any] = {
-            "_division": record.division,
-            "_window": record.window,
-            "_row": record.row,
-            "_op": record.op,
-            "_seq": None if record.seq is None else str(record.seq),
-            "_entry_id": entry_id,
-            "_received_at": received,
-            "_extra": msgspec.json.encode(extra).decode() if extra else None,
-        }
-        values.update(raw)
-        values.update(derived)
-        return tuple(values.get(c) for c in columns)
+    def _row(self, record: Record, raw: dict[str, str | None], derived: dict[str, Any],
+             entry_id: str, received: dt.datetime) -> tuple[Any, ...]:
+        """Values in the order of ``bronze_shape``: metadata, raw columns, formula outputs."""
+        raw_columns, outputs, known = self.layouts[record.table]
+        unknown = raw.keys() - known
+        extra = ({k: raw[k] for k in unknown} if unknown else None)
+        return (record.division, record.window, record.row, record.op,
+                None if record.seq is None else str(record.seq), entry_id, received,
+                msgspec.json.encode(extra).decode() if extra else None,
+                *map(raw.get, raw_columns), *map(derived.get, outputs))
 
     def _quarantined(self, record: Record, exc: FormulaError) -> quarantine.Quarantined:
         table = self.plan.tables[record.table].config

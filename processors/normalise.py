@@ -152,24 +152,63 @@ def coercer(column_type: str, table: TableConfig) -> Coercer | None:
 
 
 class RowCleaner:
-    """Normalises and types the raw and derived values of one table's rows."""
+    """Normalises and types the raw and derived values of one table's rows.
+
+    Each column gets one closure doing its clean-up and its coercion; the common case
+    (trim, empty to null, no default, no case change) takes a short path.
+    """
 
     def __init__(self, table: TableConfig, derived_types: Mapping[str, str]) -> None:
-        self.steps: list[tuple[str, Cleaner, Coercer | None, str]] = []
         types = {**table.columns, **derived_types}
-        for column, column_type in types.items():
-            rule = table.normalise.get(column, Normalise())
-            self.steps.append((column, cleaner(rule), coercer(column_type, table), column_type))
+        self.steps: list[tuple[str, Callable[[Any], Any]]] = [
+            (column, _column_step(column, column_type, table.normalise.get(column), table))
+            for column, column_type in types.items()
+        ]
 
-    def __call__(self, values: Mapping[str, str | None]) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        for column, clean, coerce, column_type in self.steps:
-            value = clean(values.get(column))
-            if value is not None and coerce is not None:
-                try:
-                    row[column] = coerce(value)
-                except (ValueError, InvalidOperation, ArithmeticError) as exc:
-                    raise CoercionError(column, value, column_type) from exc
-            else:
-                row[column] = value
-        return row
+    def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        get = values.get
+        return {column: step(get(column)) for column, step in self.steps}
+
+
+def _column_step(column: str, column_type: str, rule: Normalise | None,
+                 table: TableConfig) -> Callable[[Any], Any]:
+    coerce = coercer(column_type, table)
+    errors = (ValueError, InvalidOperation, ArithmeticError)
+    if rule is None or rule == Normalise():
+
+        def plain(value: Any) -> Any:
+            if value is None:
+                return None
+            if value.__class__ is not str:
+                value = _as_text(value)
+            value = value.strip()
+            if not value:
+                return None
+            if coerce is None:
+                return value
+            try:
+                return coerce(value)
+            except errors as exc:
+                raise CoercionError(column, value, column_type) from exc
+
+        return plain
+    clean = cleaner(rule)
+
+    def configured(value: Any) -> Any:
+        if value is not None and value.__class__ is not str:
+            value = _as_text(value)
+        value = clean(value)
+        if value is None or coerce is None:
+            return value
+        try:
+            return coerce(value)
+        except errors as exc:
+            raise CoercionError(column, value, column_type) from exc
+
+    return configured
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

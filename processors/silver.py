@@ -119,7 +119,7 @@ class SilverProcessor:
                 continue
             key = tuple(row[c] for c in table.config.key)
             rank = self._rank(table, row)
-            values = tuple(row.get(c) for c in self.writers[record.table].columns)
+            values = tuple(map(row.get, self.writers[record.table].columns))
             best = winners.setdefault(record.table, {}).get(key)
             if best is None or rank > best[0]:
                 winners[record.table][key] = (rank, values)
@@ -141,8 +141,7 @@ class SilverProcessor:
 
     def _row(self, table: TablePlan, landed: Landed) -> dict[str, Any]:
         record = landed.record
-        raw: dict[str, str | None] = {k: _text(v) for k, v in record.payload.items()}
-        raw.update(landed.derived)
+        raw = {**record.payload, **landed.derived} if landed.derived else record.payload
         try:
             row = table.cleaner(raw)
         except CoercionError as exc:
@@ -191,14 +190,6 @@ class SilverProcessor:
 
 def _seq(table: TablePlan) -> tuple[str, ...]:
     return (table.config.sequence,) if table.config.sequence else ()
-
-
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _accounted(applied: Sequence[tuple[str, str, str, int]],

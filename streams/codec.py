@@ -33,6 +33,8 @@ class Item:
     index: int
     message: Message
     deliveries: int
+    entry_size: int = 0
+    """Bytes of the whole stream entry this item came in (a bound on the item's size)."""
 
 
 class UndecodableEntry(Exception):
@@ -70,10 +72,17 @@ def decode_entry(fields: dict[bytes, bytes]) -> Message:
     raise UndecodableEntry("entry has neither a 'msgpack' nor a 'json' field", raw)
 
 
-def flatten(stream: str, entry_id: str, message: Message, deliveries: int) -> list[Item]:
+def flatten(stream: str, entry_id: str, message: Message, deliveries: int,
+            size: int = 0) -> list[Item]:
     """Items of one entry: a batch message yields one item per element."""
     if isinstance(message, RecordBatch):
-        return [Item(stream, entry_id, i, r, deliveries) for i, r in enumerate(message.records)]
+        return [Item(stream, entry_id, i, r, deliveries, size)
+                for i, r in enumerate(message.records)]
     if isinstance(message, LandedBatch):
-        return [Item(stream, entry_id, i, x, deliveries) for i, x in enumerate(message.items)]
-    return [Item(stream, entry_id, 0, message, deliveries)]
+        return [Item(stream, entry_id, i, x, deliveries, size)
+                for i, x in enumerate(message.items)]
+    return [Item(stream, entry_id, 0, message, deliveries, size)]
+
+
+def entry_size(fields: dict[bytes, bytes]) -> int:
+    return sum(len(v) for v in fields.values())

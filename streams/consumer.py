@@ -28,7 +28,7 @@ import structlog
 from contracts.errors import TransientError
 from contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
 from streams import keys as channels
-from streams.codec import Item, UndecodableEntry, decode_entry, encode, flatten
+from streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
 from streams.keys import Keys
 
 log = structlog.get_logger("assay.streams")
@@ -140,6 +140,7 @@ class Consumer:
         self.stopping = asyncio.Event()
         self.dead_lettered = 0
         self.batches = 0
+        self._per_entry: dict[str, float] = {}
 
     async def ensure_groups(self) -> None:
         """Create the group on every stream it reads, idempotently."""
@@ -195,10 +196,15 @@ class Consumer:
             if batches % self.settings.trim_every == 0:
                 await self._retrying(lambda: self.trim(stream))
 
+    def _count(self, stream: str) -> int:
+        """Entries to read so that a batch holds about ``batch_size`` records."""
+        per_entry = self._per_entry.get(stream, float(self.settings.batch_size))
+        return max(1, int(self.settings.batch_size / per_entry))
+
     async def _read(self, stream: str, start: str, block: bool = False
                     ) -> list[tuple[str, dict[bytes, bytes]]]:
         reply: Any = await self.redis.xreadgroup(
-            self.group, self.name, {stream: start}, count=self.settings.batch_size,
+            self.group, self.name, {stream: start}, count=self._count(stream),
             block=self.settings.block_ms if block else None)
         if not reply:
             return []
@@ -207,7 +213,7 @@ class Consumer:
     async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """This consumer's own pending entries (from before a restart), oldest first."""
         reply: Any = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
-                                                 count=self.settings.batch_size)
+                                                 count=self._count(stream))
         raw = reply[0][1] if reply else []
         gone = [i for i, f in raw if f is None]
         if gone:
@@ -221,7 +227,7 @@ class Consumer:
         """Entries left pending by a consumer idle past the threshold become ours."""
         reply: Any = await self.redis.xautoclaim(
             stream, self.group, self.name, min_idle_time=self.settings.claim_idle_ms,
-            start_id="0-0", count=self.settings.batch_size)
+            start_id="0-0", count=self._count(stream))
         claimed = [(_text(i), f) for i, f in reply[1] if f is not None]
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:
@@ -260,7 +266,10 @@ class Consumer:
                 dead.extend(self._dead_letter(i, reason)
                             for i in flatten(stream, entry_id, message, deliveries))
                 continue
-            items.extend(flatten(stream, entry_id, message, deliveries))
+            items.extend(flatten(stream, entry_id, message, deliveries, entry_size(fields)))
+        if items:
+            # Entries may carry whole batches: read about batch_size records next time.
+            self._per_entry[stream] = max(1.0, len(items) / len(entries))
         batch_log = bound.bind(first_id=entries[0][0], last_id=entries[-1][0],
                                division=self.keys.division_of(stream))
         done = Done()
@@ -288,6 +297,8 @@ class Consumer:
             raise
         except Exception as exc:
             if len(items) > 1:
+                batch_log.warning("batch_failed_splitting", items=len(items),
+                                  error=f"{type(exc).__name__}: {exc}")
                 mid = len(items) // 2
                 left = await self._isolating(batch_log, items[:mid])
                 return left.merge(await self._isolating(batch_log, items[mid:]))

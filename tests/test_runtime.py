@@ -324,3 +324,22 @@ async def test_lost_postgres_connections_are_recovered(ctx: Context, pool: async
     await consumer.run(burst=True)
     assert await bronze_count(ctx) == 120
     assert await entries(ctx, "east", channels.DEAD) == []
+
+
+async def test_oversized_payload_is_dead_lettered(tmp_path: Path, schema: str, redis_url: str,
+                                                  database_url: str, prefix: str,
+                                                  redis: aioredis.Redis, pool: object) -> None:
+    from tests.conftest import write_config
+
+    folder = write_config(tmp_path / "small", schema, max_payload_bytes=300)
+    context = await open_context(folder, redis_url, database_url, prefix)
+    try:
+        rows = item_rows(3)
+        rows[1]["name"] = "x" * 400
+        await produce(context, 3, rows=rows)
+        await make_consumer("bronze", context).run(burst=True)
+        assert await bronze_count(context) == 2
+        [letter] = await entries(context, "east", channels.DEAD)
+        assert "exceeds max_payload_bytes=300" in letter.error  # type: ignore[attr-defined]
+    finally:
+        await context.close()

@@ -1,0 +1,107 @@
+"""Records/s through Bronze and through Silver separately, one consumer each.
+
+The ingest stream is pre-filled with N order lines (the demo's erp_order_line table, with
+its Cerberus rules compiled, or with ``--cerberus`` validated by Cerberus itself), then
+a Bronze consumer drains it in burst mode and is timed; then a Silver consumer drains
+what Bronze forwarded. This isolates each layer's cost; the end-to-end figure, with
+every layer in its own process and the producer running concurrently, is ``bench.e2e``.
+
+    python -m bench.layers [--records 100000] [--cerberus] [--profile silver]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from assay.runner import Context, make_consumer, open_context
+from streams.producer import Producer, TableTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def order_lines(n: int) -> list[dict[str, Any]]:
+    return [{"SalesOrderID": str(43659 + i // 4), "SalesOrderDetailID": str(i + 1),
+             "OrderQty": str(1 + i % 7), "ProductID": str(700 + i % 300),
+             "UnitPrice": "2024.99", "LineTotal": f"{2024.99 * (1 + i % 7):.2f}",
+             "ModifiedDate": "2011-05-31 05:00:00", "CustomerAccount": f"AW{i % 20000:08d}"}
+            for i in range(n)]
+
+
+def config_copy(schema: str, cerberus: bool) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="assay-bench-"))
+    for file in (ROOT / "config").glob("*.json"):
+        data = json.loads(file.read_text())
+        if "pipeline" in data:
+            data["pipeline"]["db_schema"] = schema
+        (folder / file.name).write_text(json.dumps(data))
+    if cerberus:
+        os.environ["ASSAY_VALIDATION"] = "cerberus"
+    return folder
+
+
+async def timed(ctx: Context, layer: str, profile: bool) -> float:
+    consumer = make_consumer(layer, ctx)
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    await consumer.run(burst=True)
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    return time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--cerberus", action="store_true",
+                        help="Validate with Cerberus itself instead of the compiled checks.")
+    parser.add_argument("--profile", choices=["bronze", "silver"], default=None)
+    args = parser.parse_args()
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    folder = config_copy(prefix, args.cerberus)
+    ctx = await open_context(folder, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                             os.environ.get("DATABASE_URL",
+                                            "postgresql://postgres@127.0.0.1:5432/postgres"),
+                             prefix)
+    try:
+        rows = order_lines(args.records)
+        producer = Producer(ctx.redis, ctx.keys, chunk_size=500, max_backlog=10**9)
+        started = time.perf_counter()
+        await producer.send_table(TableTarget("north_america", "erp_order_line", "w1"), rows)
+        produce_s = time.perf_counter() - started
+        bronze_s = await timed(ctx, "bronze", args.profile == "bronze")
+        silver_s = await timed(ctx, "silver", args.profile == "silver")
+        landed = await ctx.pool.fetchval(
+            f'SELECT count(*) FROM "{prefix}"."silver_erp_order_line"')
+    finally:
+        await ctx.pool.execute(f'DROP SCHEMA IF EXISTS "{prefix}" CASCADE')
+        async for key in ctx.redis.scan_iter(match=f"{prefix}:*"):
+            await ctx.redis.delete(key)
+        await ctx.close()
+        shutil.rmtree(folder)
+    load = os.getloadavg()
+    n = args.records
+    print(f"cores: {os.cpu_count()}, load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f},"
+          f" validation: {'cerberus' if args.cerberus else 'compiled'}, silver rows: {landed:,}")
+    print("| stage | records | seconds | records/s |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in (("producer (XADD, batched)", produce_s), ("bronze", bronze_s),
+                          ("silver", silver_s)):
+        print(f"| {name} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
