@@ -70,7 +70,8 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
                        key_prefix: str = "assay") -> Context:
     """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate."""
     plan = build_plan(load_config(config_dir))
-    client = aioredis.from_url(redis_url, health_check_interval=30)
+    client = aioredis.from_url(redis_url, health_check_interval=30,
+                               client_name=f"assay-{key_prefix}")
     await warn_without_persistence(client)
     application_name = f"assay:{key_prefix}"
     try:

@@ -240,7 +240,8 @@ async def test_multi_key_commands_stay_in_one_slot(ctx: Context) -> None:
     keys: Keys = ctx.keys
     for division in ("east", "west", "north_america"):
         slots = {key_slot(keys.stream(division, c).encode()) for c in channels.CHANNELS}
-        slots.add(key_slot(keys.state(division, "windows").encode()))
+        for state in ("windows", "open", "w:2024-01", "rows:2024-01:item"):
+            slots.add(key_slot(keys.state(division, state).encode()))  # barrier Lua keys
         assert len(slots) == 1
     seen: list[set[int]] = []
     original = ctx.redis.pipeline
@@ -343,3 +344,43 @@ async def test_oversized_payload_is_dead_lettered(tmp_path: Path, schema: str, r
         assert "exceeds max_payload_bytes=300" in letter.error  # type: ignore[attr-defined]
     finally:
         await context.close()
+
+
+class CutsRedisAfterCommit:
+    """Commits in PostgreSQL, then every Redis connection of the layer is killed."""
+
+    layer = "bronze"
+
+    def __init__(self, inner: object, admin: aioredis.Redis, name: str) -> None:
+        self.inner, self.admin, self.name, self.cuts = inner, admin, name, 0
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        output: Output = await self.inner.process(items)  # type: ignore[attr-defined]
+        if self.cuts == 0:
+            clients = await self.admin.client_list()
+            for client in clients:
+                if client.get("name") == self.name:
+                    await self.admin.client_kill_filter(_id=client["id"])
+                    self.cuts += 1
+        return output
+
+
+async def test_lost_redis_connections_are_retried_without_losing_acks(
+        ctx: Context, redis: aioredis.Redis) -> None:
+    await produce(ctx, 300)
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    consumer = make_consumer("bronze", ctx)
+    consumer.sleep = fake_sleep
+    cutter = CutsRedisAfterCommit(consumer.processor, redis, f"assay-{ctx.keys.prefix}")
+    consumer.processor = cutter
+    await consumer.run(burst=True)
+    assert cutter.cuts >= 1
+    assert await bronze_count(ctx) == 300
+    assert await pending(ctx) == 0
+    forwarded = await entries(ctx, "east", channels.BRONZE)
+    rows = [x.record.row for m in forwarded if isinstance(m, LandedBatch) for x in m.items]
+    assert sorted(set(rows)) == list(range(1, 301))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -239,3 +240,21 @@ async def test_quarantined_rows_are_replayed_once_the_config_is_fixed(
         assert await replay(fixed, dry_run=True) == 0
     finally:
         await fixed.close()
+
+
+async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
+    from streams.consumer import RuntimeSettings
+
+    for window in ("w1", "w2", "w3"):  # the same 200 keys in every window
+        await send(ctx, [person(i, name=f"{window} {i}") for i in range(1, 201)], window=window)
+    await make_consumer("bronze", ctx).run(burst=True)
+    first, second = make_consumer("silver", ctx, "one"), make_consumer("silver", ctx, "two")
+    first.settings = second.settings = RuntimeSettings(batch_size=40, block_ms=50)
+    await asyncio.gather(first.run(burst=True), second.run(burst=True))
+    assert first.batches > 0 and second.batches > 0
+    rows = await silver(ctx)
+    assert len(rows) == 200
+    assert {r["name"] for r in rows.values()} == {f"w3 {i}" for i in range(1, 201)}
+    applied = await ctx.pool.fetchval(
+        f'SELECT count(*) FROM "{ctx.plan.schema}"."_rows" WHERE outcome = \'applied\'')
+    assert applied == 600
