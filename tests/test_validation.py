@@ -402,9 +402,10 @@ def test_a_regex_that_does_not_compile_is_refused_at_start_up() -> None:
 
 
 def test_non_string_field_names_are_left_to_cerberus() -> None:
-    compiled = compile_schema({1: {"type": "integer"}, "a": {}}, table="t")
+    schema: dict[Any, Any] = {1: {"type": "integer"}, "a": {}}
+    compiled = compile_schema(schema, table="t")
     assert compiled.fallback_rules == ("non-string field names",)
-    assert errors({1: {"type": "integer"}, "a": {}}, {1: "x", "b": 2}) == {
+    assert errors(schema, {1: "x", "b": 2}) == {
         1: ["must be of integer type"], "b": ["unknown field"]
     }
 

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from processors.validation import SUPPORTED_RULES, AssayValidator, SchemaError, compile_schema
 
 DOCUMENTS = int(os.environ.get("ASSAY_HYPOTHESIS_EXAMPLES", "20000"))
-pytestmark = pytest.mark.timeout(max(120, DOCUMENTS // 200))
+pytestmark = pytest.mark.timeout(max(300, DOCUMENTS // 100))
+"""Generous: the machine is shared, and the run is one fixture (about 40 s when idle)."""
 DOCUMENTS_PER_SCHEMA = 20
 MAX_DEPTH = 3
 
@@ -316,7 +317,7 @@ class Exercised:
         self.documents = 0
         self.valid = 0
         self.raised = 0
-        self.handed_over: Counter[str] = Counter()
+        self.handed_over = 0
         self.seconds = 0.0
         self.schemas = 0
         self.invalid_schemas = 0
@@ -425,11 +426,12 @@ def assert_same(schema: Schema, purge: bool, compiled: Any, reference: Any,
             compiled.validate(document)
         return
     assert repr(document) == before, f"Cerberus modified the document{context}"
-    handed_over = compiled.by_reference.copy()
+    value_failures, handed_over = compiled.by_reference["value"], compiled.reference_runs
     result = compiled.validate(document)
-    handed_over = compiled.by_reference - handed_over
-    exercised.handed_over += handed_over
-    assert not handed_over["value"], f"a compiled check failed where Cerberus did not{context}"
+    assert compiled.by_reference["value"] == value_failures, (
+        f"a compiled check failed where Cerberus did not{context}")
+    if compiled.reference_runs != handed_over:
+        exercised.handed_over += 1
     exercised.document(schema, document, purge, reference, ok)
     assert result.ok == ok, context
     assert repr(result.errors) == repr(reference.errors), context
@@ -477,11 +479,12 @@ def test_compiled_validators_agree_with_cerberus(
               f"({exercised.valid:,} valid) against {exercised.schemas:,} schemas "
               f"({exercised.invalid_schemas:,} more refused by both); "
               f"{exercised.raised:,} on which Cerberus raised (so did the compiled validator); "
-              f"handed to Cerberus by the compiled validator: {dict(exercised.handed_over)}; "
+              f"{exercised.handed_over:,} handed to Cerberus by the compiled validator "
+              f"(shapes it leaves to Cerberus); "
               f"{exercised.seconds:.1f} s\n")
         print(exercised.table())
     assert exercised.documents >= DOCUMENTS * 0.8
-    assert exercised.handed_over.total() <= exercised.documents * 0.05
+    assert exercised.handed_over <= exercised.documents * 0.05
 
 
 def test_every_supported_rule_was_exercised(exercised: Exercised) -> None:

@@ -46,6 +46,7 @@ _RUNTIME: dict[str, Any] = {
     "MISSING": runtime.MISSING,
     "Bailout": runtime.Bailout,
     "SIZED": runtime.SIZED,
+    "HASHABLE": runtime.HASHABLE,
     "ITERABLE": runtime.ITERABLE,
     "ITERABLE_NOT_STR": runtime.ITERABLE_NOT_STR,
     "SEQUENCE_NOT_STR": runtime.SEQUENCE_NOT_STR,
@@ -395,7 +396,7 @@ class _Writer:
             f"    bad = tuple(x for x in v if x not in {given})",
             "    if bad:",
             f"        errs.append(({where}, 'allowed', message(UNALLOWED_VALUES, bad)))",
-            f"elif v not in {self.constant(_lookup(allowed), 'allowed')}:",
+            f"elif {_member(self.constant(_lookup(allowed), 'allowed'), given, negate=True)}:",
             f"    errs.append(({where}, 'allowed', message(UNALLOWED_VALUE, value=v)))",
         ]
 
@@ -408,7 +409,7 @@ class _Writer:
             f"    bad = set(v) & set({given})",
             "    if bad:",
             f"        errs.append(({where}, 'forbidden', message(FORBIDDEN_VALUES, list(bad))))",
-            f"elif v in {self.constant(_lookup(forbidden), 'forbidden')}:",
+            f"elif {_member(self.constant(_lookup(forbidden), 'forbidden'), given)}:",
             f"    errs.append(({where}, 'forbidden', message(FORBIDDEN_VALUE, value=v)))",
         ]
 
@@ -464,6 +465,13 @@ def _lookup(values: Any) -> Any:
         return frozenset(values)
     except TypeError:
         return values
+
+
+def _member(lookup: str, given: str, *, negate: bool = False) -> str:
+    """``v in`` the constraint as Cerberus tests it (by equality), through the frozenset
+    when ``v`` can be hashed (a dict, say, cannot: it is looked for in the list given)."""
+    test = "not in" if negate else "in"
+    return f"(v {test} {lookup} if HASHABLE[type(v)] else v {test} {given})"
 
 
 _RULE_WRITERS: dict[str, Callable[[_Writer, Rules, Context, str], list[str]]] = {

@@ -42,8 +42,7 @@ class CompiledValidator:
     schema describes a list), "value" (an operator failed on an odd value).
     """
 
-    __slots__ = ("_normalize", "_reference", "_validate", "by_reference", "fallback_rules",
-                 "source", "table")
+    __slots__ = ("_program", "_reference", "by_reference", "fallback_rules", "table")
 
     def __init__(self, table: str, reference: AssayValidator, program: Program | None,
                  fallback_rules: tuple[str, ...] = ()) -> None:
@@ -51,21 +50,19 @@ class CompiledValidator:
         self.fallback_rules = fallback_rules
         self.by_reference: Counter[str] = Counter()
         self._reference = reference
-        self._normalize = program.normalize if program else None
-        self._validate = program.validate if program else None
-        self.source = program.source if program else ""
+        self._program = program
 
     def validate(self, document: Mapping[str, Any]) -> ValidationResult:
         """Normalise and validate one document (raises as Cerberus does for a non-mapping)."""
-        normalize = self._normalize
-        if normalize is None:
+        program = self._program
+        if program is None:
             return self._by_reference(document, "schema")
         if type(document) is not dict:
             return self._by_reference(document, "document")
         nerr: list[runtime.Entry] = []
         try:
-            out = normalize(document, (), nerr)
-            verr = self._validate(out, ())  # type: ignore[misc]
+            out = program.normalize(document, (), nerr)
+            verr = program.validate(out, ())
         except runtime.Bailout:
             return self._by_reference(document, "shape")
         except (TypeError, ArithmeticError):
@@ -75,6 +72,11 @@ class CompiledValidator:
         if nerr or verr:
             return ValidationResult(False, None, runtime.error_tree(nerr + verr))
         return ValidationResult(True, out, {})
+
+    @property
+    def source(self) -> str:
+        """The generated Python source of the checks (empty when Cerberus does all the work)."""
+        return self._program.source if self._program else ""
 
     @property
     def reference_runs(self) -> int:

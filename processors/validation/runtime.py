@@ -9,7 +9,7 @@ only in the rule name, so ``(document_path, rule)`` is the same order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence, Sized
 from operator import itemgetter
 from typing import Any
 
@@ -54,6 +54,7 @@ def cerberus_type_test(types_mapping: Mapping[str, Any], names: Iterable[str]) -
 
 
 SIZED = TypeTest(lambda cls: issubclass(cls, Sized))
+HASHABLE = TypeTest(lambda cls: issubclass(cls, Hashable))
 ITERABLE = TypeTest(lambda cls: issubclass(cls, Iterable))
 ITERABLE_NOT_STR = TypeTest(lambda cls: issubclass(cls, Iterable) and not issubclass(cls, str))
 SEQUENCE_NOT_STR = TypeTest(lambda cls: issubclass(cls, Sequence) and not issubclass(cls, str))
