@@ -44,9 +44,8 @@ def config_copy(schema: str, cerberus: bool) -> Path:
         data = json.loads(file.read_text())
         if "pipeline" in data:
             data["pipeline"]["db_schema"] = schema
+            data["pipeline"]["validation"] = "cerberus" if cerberus else "compiled"
         (folder / file.name).write_text(json.dumps(data))
-    if cerberus:
-        os.environ["ASSAY_VALIDATION"] = "cerberus"
     return folder
 
 

@@ -50,6 +50,8 @@ class PipelineConfig(Strict, frozen=True):
     claim_idle_ms: int = 60_000
     max_payload_bytes: int = 1_000_000
     max_backlog_entries: int = 1_000
+    validation: Literal["compiled", "cerberus"] = "compiled"
+    """``cerberus`` validates every record with Cerberus itself (slow; for comparison)."""
     trim_every: int = 20
 
 

@@ -18,7 +18,12 @@ from db.schema import TableShape
 from db.silver import silver_shape
 from processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
 from processors.normalise import RowCleaner
-from processors.validation import CompiledValidator, SchemaError, compile_schema
+from processors.validation import (
+    AssayValidator,
+    CompiledValidator,
+    SchemaError,
+    compile_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,9 @@ def build_plan(config: Config) -> Plan:
         if table.validation:
             try:
                 validator = compile_schema(table.validation, table=name)
+                if config.pipeline.validation == "cerberus":
+                    validator = CompiledValidator(name, AssayValidator(dict(table.validation)),
+                                                  None)
             except SchemaError as exc:
                 problems.append(f"{where}: $.tables.{name}.validation: {exc}")
                 continue
