@@ -252,6 +252,7 @@ class Consumer:
         started = time.perf_counter()
         items: list[Item] = []
         dead: list[DeadLetter] = []
+        largest = 0
         for entry_id, fields, deliveries in entries:
             try:
                 message = decode_entry(fields)
@@ -266,10 +267,13 @@ class Consumer:
                 dead.extend(self._dead_letter(i, reason)
                             for i in flatten(stream, entry_id, message, deliveries))
                 continue
-            items.extend(flatten(stream, entry_id, message, deliveries, entry_size(fields)))
-        if items:
-            # Entries may carry whole batches: read about batch_size records next time.
-            self._per_entry[stream] = max(1.0, len(items) / len(entries))
+            flat = flatten(stream, entry_id, message, deliveries, entry_size(fields))
+            largest = max(largest, len(flat))
+            items.extend(flat)
+        # Entries may carry whole batches: size reads by the largest entry seen (forgotten only
+        # slowly), so a batch stays near batch_size records however entry sizes mix.
+        previous = self._per_entry.get(stream, 0.0)
+        self._per_entry[stream] = max(float(largest), previous * 0.99, 1.0)
         batch_log = bound.bind(first_id=entries[0][0], last_id=entries[-1][0],
                                division=self.keys.division_of(stream))
         done = Done()
