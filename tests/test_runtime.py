@@ -14,9 +14,16 @@ from redis.crc import key_slot
 
 from assay.runner import Context, make_consumer, open_context
 from contracts.errors import TransientError
-from contracts.messages import DeadLetter, LandedBatch, TableEnd, msgpack_decoder
+from contracts.messages import (
+    DeadLetter,
+    LandedBatch,
+    Record,
+    RecordBatch,
+    TableEnd,
+    msgpack_decoder,
+)
 from streams import keys as channels
-from streams.codec import Item
+from streams.codec import Item, encode
 from streams.consumer import Consumer, Output, RuntimeSettings
 from streams.keys import Keys
 from streams.producer import Producer, TableTarget
@@ -384,3 +391,25 @@ async def test_lost_redis_connections_are_retried_without_losing_acks(
     forwarded = await entries(ctx, "east", channels.BRONZE)
     rows = [x.record.row for m in forwarded if isinstance(m, LandedBatch) for x in m.items]
     assert sorted(set(rows)) == list(range(1, 301))
+
+
+async def test_batches_stay_near_batch_size_when_entry_sizes_mix(ctx: Context) -> None:
+    stream = ctx.keys.stream("east", channels.INGEST)
+    row = 0
+    for _ in range(30):  # an entry of 100 records, then ten single-record entries
+        batch = []
+        for _ in range(100):
+            row += 1
+            batch.append(Record(division="east", table="item", window="w", row=row,
+                                payload=item_rows(1, row)[0]))
+        await ctx.redis.xadd(stream, encode(RecordBatch(records=batch)))
+        for _ in range(10):
+            row += 1
+            await ctx.redis.xadd(stream, encode(Record(division="east", table="item", window="w",
+                                                       row=row, payload=item_rows(1, row)[0])))
+    sizes: list[int] = []
+    consumer = make_consumer("bronze", ctx)
+    consumer.on_batch = lambda result: sizes.append(result.items)
+    await consumer.run(burst=True)
+    assert await bronze_count(ctx) == row
+    assert max(sizes) <= 2 * 100  # batch_size is 100 in this config
