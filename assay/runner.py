@@ -91,10 +91,24 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
-async def warn_without_persistence(client: aioredis.Redis) -> None:
-    """One structured warning when Redis would lose unprocessed entries on restart."""
-    info = await client.info("persistence")
-    save = (await client.config_get("save")).get("save", "")
+async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -> None:
+    """One structured warning when Redis would lose unprocessed entries on restart.
+
+    This is the first thing a process asks Redis: while Redis is unreachable it retries
+    with capped backoff instead of crash-looping.
+    """
+    delay = 0.1
+    for attempt in range(1, attempts + 1):
+        try:
+            info = await client.info("persistence")
+            save = (await client.config_get("save")).get("save", "")
+            break
+        except TRANSIENT as exc:
+            if attempt == attempts:
+                raise
+            log.warning("redis_unreachable", attempt=attempt, error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
     if not int(info.get("aof_enabled", 0)) and not save:
         log.warning("redis_without_persistence",
                     detail="unprocessed entries and window state are lost if Redis restarts")

@@ -78,3 +78,17 @@ def test_values_that_do_not_fit_name_the_column(column: str, value: str) -> None
 def test_numbers_sent_as_json_numbers_are_read_too() -> None:
     row = RowCleaner(table(), {})({"n": 7, "x": 2.5, "b": False})
     assert (row["n"], row["x"], row["b"]) == (7, Decimal("2.5"), False)
+
+
+async def test_an_unreachable_redis_is_retried_then_reported() -> None:
+    import redis.asyncio as aioredis
+    import redis.exceptions
+    from structlog.testing import capture_logs
+
+    from assay.runner import warn_without_persistence
+
+    client = aioredis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
+    with capture_logs() as logs, pytest.raises(redis.exceptions.ConnectionError):
+        await warn_without_persistence(client, attempts=2)
+    await client.aclose()
+    assert [e["event"] for e in logs] == ["redis_unreachable"]
