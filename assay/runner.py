@@ -114,11 +114,12 @@ async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -
                     detail="unprocessed entries and window state are lost if Redis restarts")
 
 
-def make_processor(layer: str, ctx: Context) -> Processor:
+def make_processor(layer: str, ctx: Context, metrics: Metrics | None = None) -> Processor:
     if layer == "bronze":
         return BronzeProcessor(ctx.pool, ctx.plan, ctx.clock)
     if layer == "silver":
-        return SilverProcessor(ctx.pool, ctx.plan, ctx.clock)
+        return SilverProcessor(ctx.pool, ctx.plan, ctx.clock,
+                               metrics.observe_latency if metrics is not None else None)
     if layer == "gold":
         return GoldProcessor(ctx.pool, ctx.plan, ctx.clock)
     if layer == "barrier":
@@ -127,8 +128,9 @@ def make_processor(layer: str, ctx: Context) -> Processor:
 
 
 def make_consumer(layer: str, ctx: Context, name: str | None = None,
-                  on_batch: Callable[[BatchResult], object] | None = None) -> Consumer:
-    return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx),
+                  on_batch: Callable[[BatchResult], object] | None = None,
+                  metrics: Metrics | None = None) -> Consumer:
+    return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx, metrics),
                     divisions=list(ctx.plan.config.divisions), read_channels=LAYERS[layer],
                     settings=runtime_settings(ctx.plan), name=name, on_batch=on_batch)
 
@@ -157,7 +159,7 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     metrics = Metrics()
     server = start_metrics_server(metrics_port, metrics.registry) if metrics_port else None
     observer = worker_observer(config.notifications, config.alerts, environment, names, metrics)
-    consumer = make_consumer(layer, ctx, name, on_batch=observer)
+    consumer = make_consumer(layer, ctx, name, on_batch=observer, metrics=metrics)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(consumer.run(burst=burst))
     ticker = None

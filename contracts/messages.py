@@ -98,6 +98,8 @@ class WindowEvent(Message, tag="window", frozen=True):
     at: float
     missing: dict[str, str] = {}
     """For an incomplete window: each missing or short table and what it lacks."""
+    opened_at: float = 0.0
+    """When the barrier first saw the window (``at - opened_at`` is its completion time)."""
 
 
 class DeadLetter(Message, tag="dead_letter", frozen=True):

@@ -84,10 +84,13 @@ class SilverProcessor:
 
     layer = "silver"
 
-    def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock) -> None:
+    def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock,
+                 observe_latency: Callable[[float], object] | None = None) -> None:
         self.pool = pool
         self.plan = plan
         self.clock = clock
+        self.observe_latency = observe_latency
+        """Called with each applied record's seconds from ingest XADD to Silver commit."""
         self.writers = {
             name: SilverWriter(plan.schema, t.silver, t.config.sequence)
             for name, t in plan.tables.items()
@@ -136,6 +139,12 @@ class SilverProcessor:
             await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
                                     [(q.division, q.window, q.table, q.row) for q in held])
         out.processed, out.quarantined = len(applied), len(held)
+        if self.observe_latency is not None:
+            now = self.clock()
+            for item in items:
+                if isinstance(item.message, Landed):
+                    ingest_ms = item.message.bronze_id.partition("-")[0]
+                    self.observe_latency(now - int(ingest_ms) / 1000)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, held))
         return out
 

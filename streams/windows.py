@@ -48,7 +48,8 @@ end
 
 local function emit(out, division, window, status, tables, failed, missing, now)
   local event = {type = 'window', division = division, window = window, status = status,
-                 tables = tables, failed = failed, missing = missing, at = tonumber(now)}
+                 tables = tables, failed = failed, missing = missing, at = tonumber(now),
+                 opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened_at'))}
   return redis.call('XADD', out, '*', 'json', cjson.encode(event))
 end
 

@@ -89,6 +89,7 @@ async def test_all_tables_arrive_one_completion(ctx: Context) -> None:
     [event] = await events(ctx)
     assert (event.status, event.window, event.tables, event.failed) == (
         "completed", "w1", {"a": 3, "b": 1}, {"a": 0, "b": 0})
+    assert event.opened_at == event.at == 1_000.0  # the test clock did not move
 
 
 async def test_quarantined_and_dead_lettered_rows_complete_as_partial(ctx: Context) -> None:

@@ -258,3 +258,15 @@ async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
     applied = await ctx.pool.fetchval(
         f'SELECT count(*) FROM "{ctx.plan.schema}"."_rows" WHERE outcome = \'applied\'')
     assert applied == 600
+
+
+async def test_end_to_end_latency_is_observed_per_record(ctx: Context) -> None:
+    from processors.silver import SilverProcessor
+
+    seen: list[float] = []
+    await send(ctx, [person(i) for i in range(1, 31)])
+    await make_consumer("bronze", ctx).run(burst=True)
+    consumer = make_consumer("silver", ctx)
+    consumer.processor = SilverProcessor(ctx.pool, ctx.plan, ctx.clock, seen.append)
+    await consumer.run(burst=True)
+    assert len(seen) == 30 and all(0 <= s < 60 for s in seen)

@@ -89,7 +89,7 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
     tracker = LagTracker(client, keys, list(divisions), by_channel(layers), clock=clock,
                          scan_bound=config.scan_bound)
     monitor = Monitor(tracker, metrics, rules, config.check_every_s)
-    watcher = Consumer(client, keys, WindowWatcher(notifier, rules, divisions),
+    watcher = Consumer(client, keys, WindowWatcher(notifier, rules, divisions, metrics),
                        divisions=list(divisions), read_channels=[channels.WINDOWS],
                        settings=settings, name=name)
 

@@ -88,15 +88,19 @@ class WindowWatcher:
 
     layer = "monitor"
 
-    def __init__(self, notifier: Notifier, alerts: Alerts, divisions: Mapping[str, str]) -> None:
+    def __init__(self, notifier: Notifier, alerts: Alerts, divisions: Mapping[str, str],
+                 metrics: Metrics | None = None) -> None:
         self.notifier = notifier
         self.alerts = alerts
         self.divisions = dict(divisions)
+        self.metrics = metrics
 
     async def process(self, items: Sequence[Item]) -> Output:
         for item in items:
             event = item.message
             if isinstance(event, WindowEvent):
+                if self.metrics is not None and event.opened_at and event.status != "amended":
+                    self.metrics.observe_window(event.at - event.opened_at)
                 division = self.divisions.get(event.division, event.division)
                 await self.notifier.notify(from_window(self.notifier.environment, event,
                                                        division))
