@@ -81,7 +81,9 @@ UNMATCHED = TableShape(
      "rows": "bigint"},
     ("division", "window", "table_name", "account_key"),
     not_null=("division", "window", "table_name", "account_key"),
+    indexes=('((trim(lower("account_key"))))',),
 )
+"""Keys no account matched yet, indexed on trim(lower()) for a window's accounts to clear."""
 
 
 @dataclass(frozen=True)

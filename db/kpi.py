@@ -69,20 +69,26 @@ class KpiSql:
             + f", sum({goal_table}.{quote(kpi.goals.value)}) AS goal"
             f" FROM {qualified(schema, f'gold_{kpi.goals.table}')} AS {goal_table}"
             f" WHERE {goal_table}.{quote(kpi.goals.division)} IN ($1, $2)"
-            " GROUP BY " + ", ".join(str(i + 1) for i in range(len(kpi.goals.match)))
+            + "".join(f" AND {goal_table}.{quote(c)} IS NOT NULL"
+                      for c in kpi.goals.match.values())
+            + " GROUP BY " + ", ".join(str(i + 1) for i in range(len(kpi.goals.match)))
         )
         columns = ", ".join(["division", "period", *(quote(d) for d in dims), *MEASURES])
         inserts = []
         for period in ["year", *kpi.periods]:
             expression, parts = PERIODS[period]
+            # Facts that no KPI row can hold (a null dimension or period date) are left out.
+            placed = [*kpi.dimensions.values()]
             if period != "year":
                 at = f"({ref(kpi.period_date or '')} AT TIME ZONE 'UTC')"
                 expression = expression.format(d=at)
+                placed.append(kpi.period_date or "")
             facts = (
                 "SELECT " + ", ".join(f"{ref(r)} AS {quote(d)}" for d, r in kpi.dimensions.items())
                 + f", {expression} AS period, sum({qty}) AS qty, {weight} AS weight"
                 f" FROM {source} WHERE {quote(kpi.facts)}.\"_division\" = $1"
-                " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims) + 1))
+                + "".join(f" AND {ref(r)} IS NOT NULL" for r in placed)
+                + " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims) + 1))
             )
             on = " AND ".join(f"f.{quote(d)} = g.{quote(d)}" for d in dims)
             # Annual rows also show goals without shipments; period rows follow the facts.
@@ -96,14 +102,18 @@ class KpiSql:
             prior = " AND ".join(
                 [f"p.{quote(kpi.year)} = k.{quote(kpi.year)} - 1", "p.period = k.period"]
                 + [f"p.{quote(d)} = k.{quote(d)}" for d in others])
+            # The prior year's goal comes from the goals, also for a period without shipments.
+            prior_goal = " AND ".join(
+                [f"pg.{quote(kpi.year)} = k.{quote(kpi.year)} - 1"]
+                + [f"pg.{quote(d)} = k.{quote(d)}" for d in others])
             inserts.append(
                 f"INSERT INTO {target} ({columns})"
                 f" WITH f AS ({facts}), g AS ({goals}), k AS ({merged})"
                 " SELECT $1, k.period, " + ", ".join(f"k.{quote(d)}" for d in dims)
-                + f", k.qty, k.weight, k.goal, k.goal / {parts}, p.goal, coalesce(p.qty, 0),"
+                + f", k.qty, k.weight, k.goal, k.goal / {parts}, pg.goal, coalesce(p.qty, 0),"
                 f" round(100 * k.qty / nullif(k.goal / {parts}, 0), 1),"
-                f" round(100 * p.qty / nullif(p.goal / {parts}, 0), 1)"
-                f" FROM k LEFT JOIN k AS p ON {prior}"
+                f" round(100 * coalesce(p.qty, 0) / nullif(pg.goal / {parts}, 0), 1)"
+                f" FROM k LEFT JOIN k AS p ON {prior} LEFT JOIN g AS pg ON {prior_goal}"
             )
         return cls(f"DELETE FROM {target} WHERE division = $1", tuple(inserts))
 

@@ -99,4 +99,4 @@ class BarrierProcessor:
                       status=transition.status)
         elif transition.event:
             log.info("window_event", division=division, window=transition.window,
-                     event=transition.event, status=transition.status)
+                     outcome=transition.event, status=transition.status)

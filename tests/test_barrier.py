@@ -193,3 +193,15 @@ async def test_two_divisions_interleaved(ctx: Context) -> None:
     for division in ("east", "west"):
         assert [(e.window, e.status) for e in await events(ctx, division)] == [
             ("w1", "completed"), ("w2", "completed")]
+
+
+async def test_completing_a_window_never_fails_its_batch(ctx: Context) -> None:
+    from structlog.testing import capture_logs
+
+    await put(ctx, "east", applied("east", "a", [1]), end("east", "a", 1),
+              applied("east", "b", [1]), end("east", "b", 1))
+    with capture_logs() as logs:
+        await barrier(ctx)
+    # Before a fix, logging the transition raised: the batch was split and retried.
+    assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == []
+    assert [e.status for e in await events(ctx)] == ["completed"]

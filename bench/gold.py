@@ -1,0 +1,539 @@
+"""Gold at scale: a window's apply over a large history, and CRM↔ERP linkage.
+
+    python -m bench.gold [--lines 1000000] [--window-lines 100000] [--accounts 1000000]
+
+1. Window completion to updated KPIs: Silver holds a history of ``--lines`` shipment lines
+   (5 per order, 500 products, 37 subcategories, 4 categories, 20k customers and CRM
+   accounts, 3 divisions, monthly windows over 4 years), brought into Gold window by
+   window with the production statements, then ANALYZEd. Then a new window arrives in
+   Silver (``--window-lines`` lines, their orders and invoices, 600 new customers and
+   accounts, and 300 accounts for customers whose orders waited unlinked), its
+   ``WindowEvent`` is added to the windows stream, and the Gold consumer drains it; every
+   statement of ``GoldProcessor.apply`` is timed by a query logger on the pool, and the
+   times are split into sync, linkage and KPI recompute.
+2. Linkage of ``--accounts`` CRM accounts against as many ERP customers (Gold tables
+   bulk-loaded, ANALYZEd): the full linkage as one window, then a new 50k-key window.
+3. The ILIKE linkage a team would first write (``t.key ILIKE '%' || trim(a.key) || '%'``)
+   on a fixed sample of keys under a statement timeout, extrapolated to every key.
+
+Everything lives in a schema of its own, dropped at the end, and Redis keys under a
+prefix of their own. The figures go to stdout and to ``bench/results/gold.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from assay import logs
+from assay.runner import Context, make_consumer
+from contracts.config import load_config
+from contracts.messages import WindowEvent
+from db.ident import quote
+from db.schema import migrate
+from processors.plan import Plan, build_plan
+from streams import keys as channels
+from streams.codec import encode
+from streams.keys import Keys
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "gold.md"
+DIVISIONS = ["north_america", "europe", "pacific"]
+NEW_WINDOW = "2024-12"
+LINES_PER_ORDER = 5
+CUSTOMERS = 20_000
+NEW_CUSTOMERS = 600
+
+# -- Silver history, set-based ------------------------------------------------------------------
+# {s} is the quoted schema; $1 the divisions; sizes are bound. Order o belongs to division
+# o % 3 and ships on day (o * 37) % 1430 after 2021-01-01: monthly windows 2021-01..2024-11.
+
+ORDER_DIVISION = "($1::text[])[1 + o % 3]"
+SHIP_DATE = "(timestamptz '2021-01-01 08:00:00+00' + ((o * 37) % 1430) * interval '1 day')"
+NEW_SHIP_DATE = "(timestamptz '2024-12-01 08:00:00+00' + (o % 31) * interval '1 day')"
+META = '"_division", "_window", "_row", "_entry", "_deleted"'
+
+
+def order_rows(ship: str) -> str:
+    return (
+        'INSERT INTO {s}."silver_erp_order" ("SalesOrderID", "OrderDate", "ShipDate",'
+        ' "Status", "CustomerID", "TerritoryID", "SubTotal", "TotalDue", "CustomerAccount",'
+        f' "ship_year", "ship_quarter", "days_to_ship", {META})'
+        f" SELECT o, {ship} - interval '7 days', {ship}, 5, c, 1 + o % 10,"
+        " (o % 900) + 100.50, (o % 900) + 112.75, 'AW' || lpad(c::text, 8, '0'),"
+        f" extract(year FROM {ship}), extract(quarter FROM {ship}), 7,"
+        f" {{division}}, to_char({ship}, 'YYYY-MM'), o, lpad(o::text, 12, '0'), false"
+        " FROM generate_series($2::bigint, $3::bigint) AS o,"
+        " LATERAL (SELECT 1 + (o * 7) % $4::bigint AS c) AS pick")
+
+
+def line_rows(ship: str) -> str:
+    return (
+        'INSERT INTO {s}."silver_erp_order_line" ("SalesOrderID", "SalesOrderDetailID",'
+        ' "OrderQty", "ProductID", "UnitPrice", "LineTotal", "CustomerAccount",'
+        f' {META}) SELECT o, l, 1 + l % 5, 1 + (l * 13) % 500, 10 + l % 90,'
+        " (1 + l % 5) * (10 + l % 90), 'AW' || lpad((1 + (o * 7) % $4::bigint)::text, 8, '0'),"
+        f" {{division}}, to_char({ship}, 'YYYY-MM'), l, lpad(l::text, 12, '0'), false"
+        " FROM generate_series($2::bigint, $3::bigint) AS l,"
+        f" LATERAL (SELECT (l - 1) / {LINES_PER_ORDER} + 1 AS o) AS head")
+
+
+def invoice_rows(ship: str) -> str:
+    return (
+        'INSERT INTO {s}."silver_erp_invoice" ("InvoiceID", "SalesOrderID", "CustomerAccount",'
+        f' "InvoiceDate", "Amount", {META}) SELECT \'INV-\' || o, o,'
+        " 'AW' || lpad((1 + (o * 7) % $4::bigint)::text, 8, '0'), " + ship + ","
+        f" (o % 900) + 112.75, {{division}}, to_char({ship}, 'YYYY-MM'), o,"
+        " lpad(o::text, 12, '0'), false FROM generate_series($2::bigint, $3::bigint) AS o")
+
+
+CATALOGUE = [
+    'INSERT INTO {s}."silver_erp_product_category" ("ProductCategoryID", "Name", ' + META + ")"
+    " SELECT k, (ARRAY['Bikes', 'Components', 'Clothing', 'Accessories'])[k], $1,"
+    " '2021-01', k, lpad(k::text, 12, '0'), false FROM generate_series(1, 4) AS k",
+    'INSERT INTO {s}."silver_erp_product_subcategory" ("ProductSubcategoryID",'
+    ' "ProductCategoryID", "Name", ' + META + ") SELECT k, 1 + k % 4, 'Subcategory ' || k,"
+    " $1, '2021-01', k, lpad(k::text, 12, '0'), false FROM generate_series(1, 37) AS k",
+    'INSERT INTO {s}."silver_erp_product" ("ProductID", "Name", "ProductNumber", "Weight",'
+    ' "WeightUnitMeasureCode", "ProductSubcategoryID", "weight_tonnes", ' + META + ")"
+    " SELECT k, 'Product ' || k, 'PN-' || k, (k % 20) + 1, 'LB', 1 + k % 37,"
+    " ((k % 20) + 1) * 0.00045359237, $1, '2021-01', k, lpad(k::text, 12, '0'), false"
+    " FROM generate_series(1, 500) AS k",
+    'INSERT INTO {s}."silver_sales_goal" ("division", "category", "year", "goal_qty", '
+    + META + ") SELECT d, c, y, 40000 + 1000 * (y - 2021), $1, '2021-01',"
+    " row_number() OVER (), lpad((row_number() OVER ())::text, 12, '0'), false"
+    " FROM unnest(ARRAY['North America', 'Europe', 'Pacific']) AS d,"
+    " unnest(ARRAY['Bikes', 'Components', 'Clothing', 'Accessories']) AS c,"
+    " generate_series(2021, 2025) AS y",
+]
+
+CUSTOMER_ROWS = (
+    'INSERT INTO {s}."silver_erp_customer" ("CustomerID", "TerritoryID", "AccountNumber", '
+    + META + ") SELECT c, 1 + c % 10, 'AW' || lpad(c::text, 8, '0'), ($1::text[])[1 + c % 3],"
+    " $4, c, lpad(c::text, 12, '0'), false FROM generate_series($2::bigint, $3::bigint) AS c")
+
+CRM_KEY = ("CASE c % 3 WHEN 0 THEN 'AW' || lpad(c::text, 8, '0')"
+           " WHEN 1 THEN '  aw' || lpad(c::text, 8, '0') || ' '"
+           " ELSE 'Aw' || lpad(c::text, 8, '0') || '  ' END")
+"""CRM spells ERP's ``AW00000042`` in varying case, with spaces around."""
+
+ACCOUNT_ROWS = (
+    'INSERT INTO {s}."silver_crm_account" ("crm_id", "account_number", "kind",'
+    ' "display_name", "territory", ' + META + ") SELECT 'CRM-' || lpad(c::text, 8, '0'), "
+    + CRM_KEY + ", 'store', 'Store ' || c, 'T' || (1 + c % 10), ($1::text[])[1 + c % 3], $4,"
+    " c, lpad(c::text, 12, '0'), false FROM generate_series($2::bigint, $3::bigint) AS c"
+    " WHERE (c % 33 = 0) = ANY($5::bool[])")
+"""``$5``: [false] leaves out every 33rd customer (no CRM account yet), [true] only them."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    lines: int
+    window_lines: int
+    accounts: int
+    window_keys: int
+    sample: int
+
+    @property
+    def orders(self) -> int:
+        return self.lines // LINES_PER_ORDER
+
+    @property
+    def window_orders(self) -> int:
+        return self.window_lines // LINES_PER_ORDER
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    measure: str
+    data: str
+    seconds: float | None
+    target: str = ""
+    note: str = ""
+
+
+@dataclass(eq=False)
+class StatementTimer:
+    """Sums the elapsed time of each statement a pool's connections run, by statement text."""
+
+    elapsed: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def __call__(self, query: Any) -> None:
+        self.elapsed[query.query] += query.elapsed
+
+    def top(self, title: str, n: int = 8) -> None:
+        """The slowest statements so far, to stderr."""
+        print(f"-- {title}: slowest statements", file=sys.stderr)
+        for sql, spent in sorted(self.elapsed.items(), key=lambda x: -x[1])[:n]:
+            print(f"{spent:8.3f} s  {sql[:150]}", file=sys.stderr)
+
+    async def attach(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(self)
+
+
+def rebind(plan: Plan, schema: str) -> Plan:
+    """The demo config's plan, in a schema of its own."""
+    config = plan.config
+    pipeline = msgspec.structs.replace(config.pipeline, db_schema=schema)
+    return build_plan(msgspec.structs.replace(config, pipeline=pipeline))
+
+
+async def timed(action: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await action()
+    return time.perf_counter() - started
+
+
+# -- 1. window completion to KPIs ---------------------------------------------------------------
+
+async def build_silver(pool: asyncpg.Pool, s: str, sizes: Sizes) -> None:
+    division = ORDER_DIVISION
+    async with pool.acquire() as conn:
+        for statement in CATALOGUE:
+            await conn.execute(statement.format(s=s), DIVISIONS[0])
+        await conn.execute(CUSTOMER_ROWS.format(s=s), DIVISIONS, 1, CUSTOMERS, "2021-01")
+        await conn.execute(ACCOUNT_ROWS.format(s=s), DIVISIONS, 1, CUSTOMERS, "2021-01",
+                           [False])
+        for template in (order_rows, invoice_rows):
+            await conn.execute(template(SHIP_DATE).format(s=s, division=division),
+                               DIVISIONS, 1, sizes.orders, CUSTOMERS)
+        await conn.execute(line_rows(SHIP_DATE).format(s=s, division=division),
+                           DIVISIONS, 1, sizes.lines, CUSTOMERS)
+
+
+async def build_gold_history(pool: asyncpg.Pool, plan: Plan) -> int:
+    """Every history window through the production sync and link statements, then KPIs."""
+    s = quote(plan.schema)
+    windows = await pool.fetch(
+        f'SELECT DISTINCT "_division", "_window" FROM {s}."silver_erp_order"'
+        f' UNION SELECT DISTINCT "_division", "_window" FROM {s}."silver_crm_account"'
+        f' UNION SELECT DISTINCT "_division", "_window" FROM {s}."silver_erp_product"'
+        " ORDER BY 2, 1")
+    gold_tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.gold.shapes)
+    for i, (division, window) in enumerate(windows):
+        async with pool.acquire() as conn, conn.transaction():
+            for sync in plan.gold.syncs:
+                await sync.run(conn, division, window)
+            for link in plan.gold.links:
+                await link.run(conn, plan.schema, division, window)
+        if i % 24 == 23:  # as autovacuum would, now and then
+            await pool.execute(f"ANALYZE {gold_tables}")
+    async with pool.acquire() as conn:
+        for division in DIVISIONS:
+            name = plan.config.divisions[division].name
+            for kpi in plan.gold.kpis:
+                await kpi.run(conn, division, name)
+    return len(windows)
+
+
+async def add_window(pool: asyncpg.Pool, s: str, sizes: Sizes) -> None:
+    """The new window of one division, committed to Silver as Silver would."""
+    division = "($1::text[])[1]"
+    first_order, first_line = sizes.orders + 1, sizes.lines + 1
+    customers = CUSTOMERS + NEW_CUSTOMERS
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(CUSTOMER_ROWS.format(s=s), [DIVISIONS[0]] * 3, CUSTOMERS + 1,
+                           customers, NEW_WINDOW)
+        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, CUSTOMERS + 1,
+                           customers, NEW_WINDOW, [False, True])
+        # Accounts for 300 customers whose orders have waited unlinked since the history.
+        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, 1, 9_900, NEW_WINDOW,
+                           [True])
+        for template in (order_rows, invoice_rows):
+            await conn.execute(template(NEW_SHIP_DATE).format(s=s, division=division),
+                               DIVISIONS, first_order, first_order + sizes.window_orders - 1,
+                               customers)
+        await conn.execute(line_rows(NEW_SHIP_DATE).format(s=s, division=division),
+                           DIVISIONS, first_line, first_line + sizes.window_lines - 1, customers)
+
+
+def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
+    """Statement times of one apply, by part: sync, linkage, KPIs, other."""
+    kind = {sql: "sync" for sync in plan.gold.syncs for sql in (sync.upsert, sync.delete)}
+    kind |= {sql: "link" for link in plan.gold.links
+             for sql in (link.link_window, link.relink, link.unmatched, link.resolved)}
+    kind |= {sql: "kpi" for kpi in plan.gold.kpis for sql in (kpi.delete, *kpi.inserts)}
+    parts: dict[str, float] = defaultdict(float)
+    for sql, seconds in timer.elapsed.items():
+        part = kind.get(sql) or ("link" if "gold_link_unmatched" in sql else
+                                 "sync" if sql.startswith("UPDATE") and "silver_" in sql
+                                 else "other")
+        parts[part] += seconds
+    return dict(parts)
+
+
+async def window_to_kpis(ctx: Context, timer: StatementTimer) -> float:
+    """From the barrier's event on the windows stream to Gold's commit and ack."""
+    event = WindowEvent(division=DIVISIONS[0], window=NEW_WINDOW, status="completed",
+                        tables={}, failed={}, at=time.time())
+    stream = ctx.keys.stream(DIVISIONS[0], channels.WINDOWS)
+    consumer = make_consumer("gold", ctx)
+    await consumer.ensure_groups()
+    timer.elapsed.clear()
+    started = time.perf_counter()
+    await ctx.redis.xadd(stream, encode(event))
+    await consumer.run(burst=True)
+    seconds = time.perf_counter() - started
+    pending: Any = await ctx.redis.xpending(stream, ctx.keys.group("gold"))
+    if pending["pending"]:
+        raise RuntimeError("the window event was not processed")
+    return seconds
+
+
+# -- 2. linkage of 1M accounts --------------------------------------------------------------------
+
+LINK_ACCOUNTS = (
+    'INSERT INTO {s}."gold_account" ("account_id", "account_number", "name", "kind",'
+    ' "territory", "_division", "_window") SELECT \'CRM-\' || lpad(c::text, 8, \'0\'), '
+    + CRM_KEY + ", 'Store ' || c, 'store', 'T1', $1, $4"
+    " FROM generate_series($2::bigint, $3::bigint) AS c")
+LINK_CUSTOMERS = (
+    'INSERT INTO {s}."gold_customer" ("customer_id", "account_number", "territory_id",'
+    " \"_division\", \"_window\") SELECT c, 'AW' || lpad(c::text, 8, '0'), 1 + c % 10, $1, $4"
+    " FROM generate_series($2::bigint, $3::bigint) AS c")
+
+
+@dataclass(frozen=True)
+class LinkFigures:
+    """Seconds of the linkage runs, and the state they left."""
+
+    full: float
+    full_update: float
+    full_relink: float
+    window_stale: float
+    window_analyzed: float
+    linked: int
+    waiting: int
+
+
+async def linkage(pool: asyncpg.Pool, plan: Plan, sizes: Sizes, timer: StatementTimer
+                  ) -> LinkFigures:
+    """Full linkage of N accounts × N customers, then one new window of 50k keys each."""
+    s, division = quote(plan.schema), DIVISIONS[0]
+    [target] = [t for t in plan.gold.links if t.table == "customer"]
+    n, k, offset = sizes.accounts, sizes.window_keys, sizes.window_keys // 2
+    async with pool.acquire() as conn:
+        await conn.execute(f'TRUNCATE {s}."gold_account", {s}."gold_customer",'
+                           f' {s}."gold_link_unmatched"')
+        await conn.execute(LINK_ACCOUNTS.format(s=s), division, 1, n, "history")
+        await conn.execute(LINK_CUSTOMERS.format(s=s), division, 1 + offset, n + offset,
+                           "history")
+        await conn.execute(f'VACUUM ANALYZE {s}."gold_account", {s}."gold_customer"')
+        timer.elapsed.clear()
+        async with conn.transaction():
+            full = await timed(lambda: target.run(conn, plan.schema, division, "history"))
+        full_update, full_relink = timer.elapsed[target.link_window], timer.elapsed[target.relink]
+        # A new window: k accounts (half of them for customers waiting unlinked since the
+        # history) and k customers (half of them for the window's own accounts). Timed as it
+        # comes (statistics from before it), rolled back, then again after ANALYZE.
+        await conn.execute(LINK_ACCOUNTS.format(s=s), division, n + 1, n + k, "new")
+        await conn.execute(LINK_CUSTOMERS.format(s=s), division, n + offset + 1,
+                           n + offset + k, "new")
+        transaction = conn.transaction()
+        await transaction.start()
+        stale = await timed(lambda: target.run(conn, plan.schema, division, "new"))
+        await transaction.rollback()
+        await conn.execute(f'ANALYZE {s}."gold_account", {s}."gold_customer"')
+        async with conn.transaction():
+            analyzed = await timed(lambda: target.run(conn, plan.schema, division, "new"))
+        linked = await conn.fetchval(
+            f'SELECT count(*) FROM {s}."gold_customer" WHERE "crm_account_id" IS NOT NULL')
+        waiting = await conn.fetchval(f'SELECT sum("rows") FROM {s}."gold_link_unmatched"')
+    return LinkFigures(full, full_update, full_relink, stale, analyzed, linked, waiting)
+
+
+# -- 3. the ILIKE form ----------------------------------------------------------------------------
+
+ILIKE_CHUNK = 25
+SAMPLE = ('CREATE TEMP TABLE "bench_sample" AS SELECT "account_number" FROM {s}."gold_account"'
+          ' WHERE "account_id" = ANY($1::text[])')
+ILIKE = ('SELECT count(*) FROM "bench_sample" AS a JOIN {s}."gold_customer" AS t'
+         " ON t.\"account_number\" ILIKE '%' || trim(a.\"account_number\") || '%'")
+INDEXED = ('SELECT count(*) FROM "bench_sample" AS a JOIN {s}."gold_customer" AS t'
+           ' ON trim(lower(t."account_number")) = trim(lower(a."account_number"))')
+
+
+async def ilike(pool: asyncpg.Pool, plan: Plan, sizes: Sizes, budget_s: float
+                ) -> tuple[int, float, bool, int, float]:
+    """The ILIKE form on the sample, in chunks of keys while ``budget_s`` lasts, and the
+    indexed form on the whole sample: (keys done, their seconds, cut short, matches, indexed
+    seconds)."""
+    s = quote(plan.schema)
+    step = sizes.accounts // sizes.sample
+    ids = [f"CRM-{c:08d}" for c in range(step, sizes.accounts + 1, step)][: sizes.sample]
+    done, spent, cut, found = 0, 0.0, False, 0
+    async with pool.acquire() as conn:
+        for start in range(0, len(ids), ILIKE_CHUNK):
+            chunk = ids[start:start + ILIKE_CHUNK]
+            remaining = budget_s - spent
+            if remaining <= 1:
+                cut = True
+                break
+            await conn.execute(SAMPLE.format(s=s), chunk)
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"SET LOCAL statement_timeout = {int(remaining * 1000)}")
+                    started = time.perf_counter()
+                    found += await conn.fetchval(ILIKE.format(s=s))
+                    spent += time.perf_counter() - started
+                    done += len(chunk)
+            except asyncpg.QueryCanceledError:
+                cut = True  # the chunk cut short counts neither its keys nor its time
+            await conn.execute('DROP TABLE "bench_sample"')
+            if cut:
+                break
+        await conn.execute(SAMPLE.format(s=s), ids)
+        await conn.execute('ANALYZE "bench_sample"')
+        fast = await timed(lambda: conn.fetchval(INDEXED.format(s=s)))
+        await conn.execute('DROP TABLE "bench_sample"')
+    return done, spent, cut, found, fast
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+
+
+def markdown(rows: list[Row], header: list[str]) -> str:
+    lines = [*header, "", "| measure | data | seconds | target | note |",
+             "|---|---|---:|---|---|"]
+    lines += [f"| {r.measure} | {r.data} | {seconds(r.seconds)} | {r.target} | {r.note} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--window-lines", type=int, default=100_000)
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--window-keys", type=int, default=50_000)
+    parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds the ILIKE form may run in all")
+    parser.add_argument("--verbose", action="store_true", help="print the slowest statements")
+    args = parser.parse_args()
+    logs.configure(level="WARNING", json=False)
+    sizes = Sizes(args.lines, args.window_lines, args.accounts, args.window_keys, args.sample)
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    tag = f"bench_gold_{uuid.uuid4().hex[:8]}"
+    plan = rebind(build_plan(load_config(ROOT / "config")), tag)
+    s = quote(plan.schema)
+    timer = StatementTimer()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=timer.attach,
+                                     command_timeout=900)
+    client = aioredis.from_url(redis_url)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    rows: list[Row] = []
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, plan.schema, plan.shapes())
+            settings = dict(await conn.fetch(
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN"
+                " ('server_version', 'shared_buffers', 'work_mem', 'autovacuum')"))
+        server = (f"PostgreSQL {settings['server_version']} (shared_buffers"
+                  f" {settings['shared_buffers']}, work_mem {settings['work_mem']},"
+                  f" autovacuum {settings['autovacuum']})")
+        build = await timed(lambda: build_silver(pool, s, sizes))
+        rows.append(Row("build Silver history (set-based SQL)",
+                        f"{sizes.lines:,} lines, {sizes.orders:,} orders", build))
+        windows = 0
+
+        async def history() -> None:
+            nonlocal windows
+            windows = await build_gold_history(pool, plan)
+
+        timer.elapsed.clear()
+        gold_history = await timed(history)
+        if args.verbose:
+            timer.top("history")
+        rows.append(Row("Gold for the history, window by window (sync + link), then KPIs",
+                        f"{windows} windows, 3 divisions", gold_history))
+        tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.shapes())
+        await pool.execute(f"VACUUM ANALYZE {tables}")
+        await add_window(pool, s, sizes)
+        ctx = Context(plan, client, pool, Keys(tag))
+        total = await window_to_kpis(ctx, timer)
+        parts = split(plan, timer)
+        if args.verbose:
+            timer.top("apply")
+        rows.append(Row("**window completion → KPIs updated** (Gold consumer, whole apply)",
+                        f"{sizes.window_lines:,}-line window over {sizes.lines:,}", total,
+                        "< 2 s", "met" if total < 2 else "**missed**"))
+        for part, label in (("sync", "sync (upserts, deletes)"), ("link", "linkage (4 targets)"),
+                            ("kpi", "KPI recompute"), ("other", "other statements")):
+            rows.append(Row(f"  of which {label}", "statement time", parts.get(part, 0.0)))
+        link = await linkage(pool, plan, sizes, timer)
+        rows.append(Row("**full linkage** (one window holding every customer)",
+                        f"{sizes.accounts:,} accounts × {sizes.accounts:,} customers", link.full,
+                        "< 10 s", "met" if link.full < 10 else "**missed**"))
+        rows.append(Row("  of which link_window (the UPDATE of every matched row)",
+                        "statement time", link.full_update))
+        rows.append(Row("  of which relink", "statement time", link.full_relink))
+        window = (f"{sizes.window_keys:,} new accounts + {sizes.window_keys:,} new customers"
+                  f" over {sizes.accounts:,}")
+        rows.append(Row("per-window linkage, statistics from before the window", window,
+                        link.window_stale, "< 10 s"))
+        rows.append(Row("per-window linkage, after ANALYZE", window, link.window_analyzed,
+                        "< 10 s", f"{link.linked:,} linked, {link.waiting:,} waiting"))
+        done, spent, cut, found, fast = await ilike(pool, plan, sizes, args.timeout)
+        per_key = spent / max(done, 1)
+        rows.append(Row("ILIKE form, `t.key ILIKE '%' \\|\\| trim(a.key) \\|\\| '%'`",
+                        f"{done} keys × {sizes.accounts:,} customers", spent, "",
+                        f"{found} matches" + (f", the rest of the {sizes.sample} past the"
+                                              f" {args.timeout:g} s budget" if cut else "")))
+        rows.append(Row("ILIKE form extrapolated to every key", f"{sizes.accounts:,} keys",
+                        per_key * sizes.accounts, "",
+                        f"≈ {per_key * sizes.accounts / 3600:,.1f} h"))
+        rows.append(Row("normalised indexed form, same sample",
+                        f"{sizes.sample} keys × {sizes.accounts:,} customers", fast))
+        rows.append(Row("normalised indexed form, every key (the full linkage above)",
+                        f"{sizes.accounts:,} keys", link.full, "",
+                        f"ILIKE ≈ {per_key * sizes.accounts / link.full:,.0f}× slower"))
+    finally:
+        await pool.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+        await pool.close()
+        async for key in client.scan_iter(match=f"{tag}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+    header = [
+        "# Gold at scale",
+        "",
+        f"`python -m bench.gold` on {platform.platform()}, {server},"
+        f" {os.cpu_count()} cores"
+        f" (`os.cpu_count()`), load average before {tuple(round(x, 2) for x in load_before)},"
+        f" after {tuple(round(x, 2) for x in os.getloadavg())}, total"
+        f" {time.perf_counter() - started:,.0f} s, {time.strftime('%Y-%m-%d')}.",
+    ]
+    text = markdown(rows, header)
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
