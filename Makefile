@@ -18,6 +18,7 @@ test: $(STAMP)
 	bash tests/run.sh
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP)

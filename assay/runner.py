@@ -63,7 +63,7 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
     p = plan.config.pipeline
     return RuntimeSettings(batch_size=p.batch_size, block_ms=p.block_ms,
                            max_deliveries=p.max_deliveries, claim_idle_ms=p.claim_idle_ms,
-                           trim_every=p.trim_every)
+                           trim_every=p.trim_every, max_backlog_entries=p.max_backlog_entries)
 
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,

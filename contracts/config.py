@@ -49,7 +49,8 @@ class PipelineConfig(Strict, frozen=True):
     max_deliveries: int = 3
     claim_idle_ms: int = 60_000
     max_payload_bytes: int = 1_000_000
-    max_backlog_entries: int = 1_000
+    max_backlog_entries: int = 100
+    """Backpressure: a writer waits while the readers of a stream are this many entries behind."""
     validation: Literal["compiled", "cerberus"] = "compiled"
     """``cerberus`` validates every record with Cerberus itself (slow; for comparison)."""
     trim_every: int = 20

@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ import structlog
 from contracts.errors import TransientError
 from contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
 from streams import keys as channels
+from streams.backlog import backlog
 from streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
 from streams.keys import Keys
 
@@ -48,6 +50,8 @@ class RuntimeSettings:
     max_deliveries: int = 3
     claim_idle_ms: int = 60_000
     trim_every: int = 20
+    max_backlog_entries: int = 100
+    """Backpressure: wait after a batch while a stream this layer writes to is this far behind."""
     backoff_start_s: float = 0.2
     backoff_max_s: float = 10.0
 
@@ -191,8 +195,10 @@ class Consumer:
                 if burst:
                     return
                 continue
-            await self._handle(bound, stream, entries)
+            emitted = await self._handle(bound, stream, entries)
             batches += 1
+            if not burst:
+                await self._wait_downstream(bound, emitted)
             if batches % self.settings.trim_every == 0:
                 await self._retrying(lambda: self.trim(stream))
 
@@ -248,7 +254,7 @@ class Consumer:
         return [(i, f, counts.get(i, 1)) for i, f in entries]
 
     async def _handle(self, bound: Any, stream: str,
-                      entries: list[tuple[str, dict[bytes, bytes], int]]) -> None:
+                      entries: list[tuple[str, dict[bytes, bytes], int]]) -> set[str]:
         started = time.perf_counter()
         items: list[Item] = []
         dead: list[DeadLetter] = []
@@ -292,6 +298,20 @@ class Consumer:
                         emitted=result.emitted, seconds=round(result.seconds, 4))
         if self.on_batch is not None:
             self.on_batch(result)
+        division = self.keys.division_of(stream)
+        return {self.keys.stream(division, channel) for channel, _ in done.emits}
+
+    async def _wait_downstream(self, bound: Any, streams: set[str]) -> None:
+        """Backpressure between layers: don't run further ahead of the next layer."""
+        for target in streams:
+            delay = 0.05
+            while not self.stopping.is_set():
+                behind = await self._retrying(partial(backlog, self.redis, target))
+                if behind is None or behind <= self.settings.max_backlog_entries:
+                    break
+                bound.debug("waiting_for_downstream", target=target, behind=behind)
+                await self.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _isolating(self, batch_log: Any, items: Sequence[Item]) -> Done:
         """Process items; on failure split until the failing item is alone."""

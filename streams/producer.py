@@ -5,8 +5,8 @@ entry holding a ``RecordBatch`` (one round trip per chunk, not per record). The
 table ends with a ``TableEnd`` carrying N. Resending after a network error uses the
 same row numbers, so a retry never duplicates a row downstream.
 
-Backpressure: before each chunk the producer waits while the division's ingest
-stream holds more than ``max_backlog`` entries not yet trimmed away.
+Backpressure: before each chunk the producer waits while Bronze has more than
+``max_backlog`` entries of the division's ingest stream left to do.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import structlog
 
 from contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
 from streams import keys as channels
+from streams.backlog import backlog
 from streams.codec import encode
 from streams.keys import Keys
 
@@ -55,7 +56,7 @@ class Producer:
         *,
         known: Mapping[str, Iterable[str]] | None = None,
         chunk_size: int = 500,
-        max_backlog: int = 1_000,
+        max_backlog: int = 100,
         retries: int = 5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -136,8 +137,9 @@ class Producer:
             delay = min(delay * 2, 1.0)
 
     async def _length(self, stream: str) -> int:
-        length: Any = await self._with_retry(lambda: self.redis.xlen(stream))
-        return int(length)
+        """What Bronze has yet to do (0 while no group reads the stream: nobody to wait for)."""
+        behind: Any = await self._with_retry(lambda: backlog(self.redis, stream))
+        return int(behind or 0)
 
     async def _with_retry(self, send: Callable[[], Awaitable[object]]) -> object:
         delay = 0.1
