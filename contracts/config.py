@@ -85,6 +85,9 @@ class TableConfig(Strict, frozen=True):
     source: str = ""
     sequence: str | None = None
     mode: Literal["delta", "snapshot"] = "delta"
+    per_division: bool = False
+    """Every division sends its own copy (reference data): Silver keeps one row per division
+    and key, so each division's windows bring it to Gold themselves."""
     timezone: str = "UTC"
     timestamp_formats: list[str] = msgspec.field(
         default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"])

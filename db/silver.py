@@ -21,11 +21,16 @@ META_COLUMNS = {"_division": "text", "_window": "text", "_row": "bigint", "_entr
                 "_deleted": "boolean"}
 
 
-def silver_shape(table: str, types: dict[str, str], key: Sequence[str]) -> TableShape:
-    """Typed columns of the table (raw and derived), the key, and Silver's bookkeeping."""
+def silver_shape(table: str, types: dict[str, str], key: Sequence[str],
+                 per_division: bool = False) -> TableShape:
+    """Typed columns of the table (raw and derived), the key, and Silver's bookkeeping.
+
+    A ``per_division`` table is keyed by division and key: each division keeps its copy.
+    """
     columns = {c: SQL_TYPES[t] for c, t in types.items()}
     columns.update(META_COLUMNS)
-    return TableShape(f"silver_{table}", columns, tuple(key), not_null=tuple(key),
+    primary = ("_division", *key) if per_division else tuple(key)
+    return TableShape(f"silver_{table}", columns, primary, not_null=primary,
                       indexes=('("_division", "_window")',))
 
 

@@ -100,7 +100,8 @@ def build_plan(config: Config) -> Plan:
         tables[name] = TablePlan(
             name, table, formulas,
             bronze=bronze_shape(name, list(table.columns), derived),
-            silver=silver_shape(name, {**table.columns, **derived}, table.key),
+            silver=silver_shape(name, {**table.columns, **derived}, table.key,
+                                table.per_division),
             cleaner=RowCleaner(table, derived),
             validator=validator,
         )

@@ -120,7 +120,7 @@ class SilverProcessor:
             except Rejected as exc:
                 held.append(self._quarantined(table, message, exc))
                 continue
-            key = tuple(row[c] for c in table.config.key)
+            key = tuple(row[c] for c in self.writers[record.table].key)
             rank = self._rank(table, row)
             values = tuple(map(row.get, self.writers[record.table].columns))
             best = winners.setdefault(record.table, {}).get(key)
