@@ -480,3 +480,15 @@ def test_a_coercer_converts(coercer: Any, value: Any, expected: Any) -> None:
 def test_a_coercer_refuses_with_a_readable_reason(coercer: Any, value: Any, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(")):
         coercer(value)
+
+
+def test_the_demo_config_compiles_without_fallback() -> None:
+    from pathlib import Path
+
+    from contracts.config import load_config
+    from processors.plan import build_plan
+
+    plan = build_plan(load_config(Path(__file__).resolve().parents[1] / "config"))
+    validators = {n: t.validator for n, t in plan.tables.items() if t.validator is not None}
+    assert len(validators) == len(plan.tables)
+    assert {n: v.fallback_rules for n, v in validators.items() if v.fallback_rules} == {}
