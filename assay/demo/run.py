@@ -119,7 +119,7 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
 
 
 async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str],
-                          processes: list[asyncio.subprocess.Process], timeout_s: float) -> None:
+                          processes: list[asyncio.subprocess.Process], timeout_s: float) -> int:
     """Poll until every window of every division is complete and Gold has applied it."""
     store = WindowStore(ctx.redis, ctx.keys)
     deadline = time.monotonic() + timeout_s
@@ -133,7 +133,7 @@ async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str]
         for division in divisions:
             done += sum(1 for w in await store.windows(division) if w.get("status") in DONE)
         if done >= expected and await _gold_drained(ctx, divisions):
-            return
+            return done
         if time.monotonic() > deadline:
             raise TimeoutError(f"{done} of {expected} windows complete after {timeout_s:.0f} s")
         await asyncio.sleep(0.2)
@@ -193,7 +193,8 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     try:
         records_in = await replay(ctx, simulator, err)
         divisions = list(ctx.plan.config.divisions)
-        await wait_until_done(ctx, divisions, simulator.windows(), processes, options.timeout_s)
+        completed = await wait_until_done(ctx, divisions, simulator.windows(), processes,
+                                          options.timeout_s)
     finally:
         codes = await stop_layers(processes)
     try:
@@ -201,7 +202,7 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
         summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
                                        divisions, records_in, ctx.plan.config.gold.linkage,
-                                       len(divisions) * len(simulator.windows()))
+                                       completed)
         summary["seconds"] = round(time.monotonic() - started, 1)
     finally:
         await ctx.close()
