@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from assay import logs
+from assay.runner import Context, open_context
 from contracts.config import Config, load_config
 from streams.keys import Keys
 
@@ -127,6 +128,30 @@ def config_dir(tmp_path: Path, schema: str) -> Path:
 @pytest.fixture
 def config(config_dir: Path) -> Config:
     return load_config(config_dir)
+
+
+OpenContext = Callable[[Path], Awaitable[Context]]
+
+
+@pytest.fixture
+async def open_ctx(redis_url: str, database_url: str, prefix: str, redis: aioredis.Redis,
+                   pool: asyncpg.Pool) -> AsyncIterator[OpenContext]:
+    """Open a pipeline context on this test's servers, key prefix and schema (closed after)."""
+    opened: list[Context] = []
+
+    async def open_(folder: Path) -> Context:
+        opened.append(await open_context(folder, redis_url, database_url, prefix))
+        return opened[-1]
+
+    yield open_
+    for context in opened:
+        await context.close()
+
+
+@pytest.fixture
+async def ctx(open_ctx: OpenContext, config_dir: Path) -> Context:
+    """The default context: the small two-division config of ``write_config``."""
+    return await open_ctx(config_dir)
 
 
 def item_rows(n: int, start: int = 1) -> list[dict[str, Any]]:

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-import redis.asyncio as aioredis
-
-from assay.runner import Context, make_consumer, open_context
+from assay.runner import Context, make_consumer
 from streams import keys as channels
 from streams.backlog import backlog
 from streams.consumer import RuntimeSettings
 from streams.producer import Producer, TableTarget
 from tests.conftest import item_rows
-
-
-@pytest.fixture
-async def ctx(config_dir: Path, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
-    context = await open_context(config_dir, redis_url, database_url, prefix)
-    yield context
-    await context.close()
 
 
 async def test_backlog_counts_unread_and_unacked_not_acked(ctx: Context) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from assay.runner import Context, make_consumer, open_context
+from assay.runner import Context, make_consumer
 from contracts.messages import Accounted, DeadLetter, Message, TableEnd, WindowEvent, json_decoder
 from streams import keys as channels
 from streams.codec import encode
+from tests.conftest import OpenContext
 
 
 class Clock:
@@ -29,8 +28,7 @@ TABLE = {"columns": {"id": "integer"}, "key": ["id"]}
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
+async def ctx(open_ctx: OpenContext, tmp_path: Path, schema: str) -> Context:
     folder = tmp_path / "config"
     folder.mkdir()
     policy = {"window_timeout_s": 60, "retries": 2, "retry_interval_s": 10}
@@ -43,10 +41,9 @@ async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, pr
         },
         "tables": {"a": TABLE, "b": TABLE},
     }))
-    context = await open_context(folder, redis_url, database_url, prefix)
+    context = await open_ctx(folder)
     context.clock = Clock()
-    yield context
-    await context.close()
+    return context
 
 
 async def put(ctx: Context, division: str, *messages: Message) -> None:

@@ -11,20 +11,20 @@ import inspect
 import json
 import re
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 import db.gold
-from assay.runner import Context, make_consumer, open_context
+from assay.runner import Context, make_consumer
 from contracts.messages import msgpack_decoder
 from processors.gold import GoldProcessor
 from streams import keys as channels
 from streams.producer import Producer, TableTarget
+from tests.conftest import OpenContext
 
 DIVISION, NAME = "east", "East"
 ERP = ["crm_account", "erp_order", "erp_order_line", "erp_product", "erp_category", "sales_goal"]
@@ -119,12 +119,8 @@ def write_config(folder: Path, schema: str) -> Path:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
-    context = await open_context(write_config(tmp_path / "config", schema), redis_url,
-                                 database_url, prefix)
-    yield context
-    await context.close()
+async def ctx(open_ctx: OpenContext, tmp_path: Path, schema: str) -> Context:
+    return await open_ctx(write_config(tmp_path / "config", schema))
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -6,17 +6,16 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from assay.runner import Context, make_consumer, open_context
+from assay.runner import Context, make_consumer
 from streams import keys as channels
 from streams.consumer import RuntimeSettings
 from streams.producer import Producer, TableTarget
-from tests.conftest import item_rows, write_config
+from tests.conftest import OpenContext, item_rows, write_config
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
@@ -29,12 +28,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
-    folder = write_config(tmp_path / "config", schema, batch_size=2)
-    context = await open_context(folder, redis_url, database_url, prefix)
-    yield context
-    await context.close()
+async def ctx(open_ctx: OpenContext, tmp_path: Path, schema: str) -> Context:
+    return await open_ctx(write_config(tmp_path / "config", schema, batch_size=2))
 
 
 async def start_layer(ctx: Context, config: Path, redis_url: str, database_url: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -28,14 +28,6 @@ from streams.consumer import Consumer, Output, RuntimeSettings
 from streams.keys import Keys
 from streams.producer import Producer, TableTarget
 from tests.conftest import item_rows
-
-
-@pytest.fixture
-async def ctx(config_dir: Path, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
-    context = await open_context(config_dir, redis_url, database_url, prefix)
-    yield context
-    await context.close()
 
 
 async def produce(ctx: Context, n: int, division: str = "east", window: str = "2024-01",

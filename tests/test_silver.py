@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from assay.runner import Context, make_consumer, open_context
 from contracts.messages import Accounted, DeadLetter, TableEnd, msgpack_decoder
 from streams import keys as channels
 from streams.producer import Producer, TableTarget
+from tests.conftest import OpenContext
 
 CUSTOMER: dict[str, Any] = {
     "columns": {"id": "integer", "email": "text", "name": "text", "country": "text",
@@ -48,12 +47,8 @@ def write_config(folder: Path, schema: str) -> Path:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path, schema: str, redis_url: str, database_url: str, prefix: str,
-              redis: aioredis.Redis, pool: object) -> AsyncIterator[Context]:
-    context = await open_context(write_config(tmp_path / "config", schema), redis_url,
-                                 database_url, prefix)
-    yield context
-    await context.close()
+async def ctx(open_ctx: OpenContext, tmp_path: Path, schema: str) -> Context:
+    return await open_ctx(write_config(tmp_path / "config", schema))
 
 
 def person(i: int, **changes: Any) -> dict[str, Any]:
