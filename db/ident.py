@@ -14,6 +14,12 @@ def quote(name: str) -> str:
     return '"' + name + '"'
 
 
+def literal(name: str) -> str:
+    """A config name as an SQL string literal, where no value can be bound (view bodies)."""
+    quote(name)  # the same check: letters, digits and underscores only
+    return "'" + name + "'"
+
+
 def qualified(schema: str, name: str) -> str:
     return f"{quote(schema)}.{quote(name)}"
 

@@ -3,10 +3,13 @@
 The shape each table was created with is recorded in ``_assay_columns``; ``migrate``
 compares the config's shape with it. New columns are added in place (no downtime,
 no data lost); a safe widening is applied; anything else is refused with a message.
+Indexes are named after their definition (``table_x`` + a hash), so a changed
+definition creates the new index and drops the one it replaces.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +44,19 @@ class TableShape:
     """Extra index definitions, as ``(expression, ...)`` SQL over quoted columns."""
 
 
+def index_name(table: str, expression: str) -> str:
+    """An index's name, derived from its definition: a changed definition is a new index."""
+    return f"{table}_x{hashlib.sha1(expression.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class View:
+    """A view as config wants it: its name and its SELECT over qualified tables."""
+
+    name: str
+    select: str
+
+
 async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
     await conn.execute(
@@ -50,8 +66,10 @@ async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
     )
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableShape]) -> list[str]:
-    """Bring every table to its shape in one transaction; returns what was changed."""
+async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableShape],
+                  views: Sequence[View] = ()) -> list[str]:
+    """Bring every table to its shape, then (re)create the views, in one transaction;
+    returns what was changed."""
     changes: list[str] = []
     async with conn.transaction():
         # One migrator at a time, whichever process starts first.
@@ -59,7 +77,25 @@ async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableS
         await ensure_schema(conn, schema)
         for shape in shapes:
             changes.extend(await _migrate_table(conn, schema, shape))
+        for view in views:
+            changes.extend(await _migrate_view(conn, schema, view))
     return changes
+
+
+async def _migrate_view(conn: asyncpg.Connection, schema: str, view: View) -> list[str]:
+    name = qualified(schema, view.name)
+    kind = await conn.fetchval(
+        "SELECT c.relkind::text FROM pg_class AS c JOIN pg_namespace AS n"
+        " ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+        schema, view.name)
+    before = None
+    if kind == "v":
+        before = await conn.fetchval("SELECT pg_get_viewdef($1::regclass)", name)
+    elif kind is not None:  # derived data an earlier version kept as a table
+        await conn.execute(f"DROP TABLE {name}")
+    await conn.execute(f"CREATE OR REPLACE VIEW {name} AS {view.select}")
+    after = await conn.fetchval("SELECT pg_get_viewdef($1::regclass)", name)
+    return [] if after == before else [f"created view {view.name}"]
 
 
 async def _migrate_table(conn: asyncpg.Connection, schema: str, shape: TableShape) -> list[str]:
@@ -100,9 +136,17 @@ async def _migrate_table(conn: asyncpg.Connection, schema: str, shape: TableShap
                     f" USING {quote(column)}::{sql_type}"
                 )
                 changes.append(f"widened {shape.name}.{column} {old} -> {sql_type}")
-    for i, expression in enumerate(shape.indexes):
-        name = quote(f"{shape.name}_x{i}")
-        await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} {expression}")
+    wanted = {index_name(shape.name, expression): expression for expression in shape.indexes}
+    present = {r[0] for r in await conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+        schema, shape.name)}
+    for name in sorted(present - set(wanted)):
+        if name.startswith(f"{shape.name}_x"):  # ours, and no longer wanted
+            await conn.execute(f"DROP INDEX {qualified(schema, name)}")
+            changes.append(f"dropped index {name}")
+    for name, expression in wanted.items():
+        if name not in present:
+            await conn.execute(f"CREATE INDEX {quote(name)} ON {table} {expression}")
     await conn.executemany(
         f'INSERT INTO {qualified(schema, "_assay_columns")} ("table_name", "column_name",'
         ' "sql_type") VALUES ($1, $2, $3) ON CONFLICT ("table_name", "column_name")'
