@@ -81,7 +81,7 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
         raise
     try:
         async with pool.acquire() as conn:
-            changes = await migrate(conn, plan.schema, plan.shapes())
+            changes = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
     except BaseException:
         await pool.close()
         await client.aclose()

@@ -24,6 +24,11 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 """Division and table names: lower-case identifiers, safe in SQL, stream keys and hash tags."""
 
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+WORK_MEM_RE = re.compile(r"^[1-9][0-9]{0,6}(kB|MB|GB)$")
+KPI_RESERVED = {"division", "period", "parts", "qty", "weight", "goal", "shipped_qty",
+                "shipped_weight", "annual_goal", "period_goal", "prior_year_goal",
+                "prior_year_shipped", "attainment_pct", "prior_year_attainment_pct"}
+"""Names of the KPI table's own columns, and of the KPI statement's working columns."""
 """Column names: source spellings such as ``SalesOrderID`` are kept, always quoted in SQL."""
 
 
@@ -333,7 +338,13 @@ def _check_gold(where: str, config: Config) -> list[str]:
                                    *link.targets.items()]:
             if column not in columns.get(table_name, set()):
                 problems.append(f"{at}: {table_name}.{column} is not a Gold column")
+        if link.accounts.table in link.targets:
+            problems.append(f"{at}.targets.{link.accounts.table}: the accounts table cannot"
+                            " also be a target")
         for table_name in link.targets:
+            if link.link_column in columns.get(table_name, set()):
+                problems.append(f"{at}.link_column: {table_name}.{link.link_column} is already"
+                                " a mapped column")
             columns.setdefault(table_name, set()).add(link.link_column)
     for name, kpi in gold.kpis.items():
         at = f"{where}.kpis.{name}"
@@ -362,6 +373,14 @@ def _check_gold(where: str, config: Config) -> list[str]:
                             f" {sorted(kpi.dimensions)}")
         if kpi.periods and not kpi.period_date:
             problems.append(f"{at}.period_date: needed for periods {kpi.periods}")
+        for dimension in kpi.dimensions:
+            if dimension in KPI_RESERVED or not COLUMN_RE.match(dimension) or \
+                    dimension.startswith("_"):
+                problems.append(f"{at}.dimensions.{dimension}: not a usable dimension name"
+                                f" (not {sorted(KPI_RESERVED)}, no leading '_')")
+    if not WORK_MEM_RE.match(gold.work_mem):
+        problems.append(f"{where}.work_mem: {gold.work_mem!r} is not like '64MB'"
+                        " (a number with kB, MB or GB)")
     return problems
 
 

@@ -87,3 +87,6 @@ class GoldConfig(_Strict, frozen=True, kw_only=True):
     tables: dict[str, GoldTable] = {}
     linkage: Linkage | None = None
     kpis: dict[str, Kpi] = {}
+    work_mem: str = "64MB"
+    """PostgreSQL ``work_mem`` for Gold's transaction: room for a window's hash joins and
+    sorts in memory (a number with ``kB``, ``MB`` or ``GB``)."""

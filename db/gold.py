@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from db.ident import qualified, quote
-from db.schema import TableShape
+from db.ident import literal, qualified, quote
+from db.schema import TableShape, View
 
 GOLD_META = {"_division": "text", "_window": "text"}
 
@@ -25,39 +25,74 @@ def normalised(alias: str, column: str) -> str:
 
 def gold_shape(name: str, columns: dict[str, str], key: Sequence[str],
                indexes: Sequence[Sequence[str]], link_column: str | None,
-               account_key: str | None) -> TableShape:
-    """A Gold table: mapped columns, optional link column, and its indexes."""
+               account_key: str | None, account_id: str | None = None) -> TableShape:
+    """A Gold table: mapped columns, optional link column, and its indexes.
+
+    A link target's window index holds only the rows still waiting for an account,
+    so linking a row later does not touch it. The accounts table's key index also
+    holds the account id, so the lowest id of a key is the first entry of one probe.
+    """
     shape_columns = {**columns, **GOLD_META}
+    window_index = '("_division", "_window")'
     if link_column:
         shape_columns[link_column] = "text"
-    index_sql = ['("_division", "_window")']
+        window_index += f" WHERE {quote(link_column)} IS NULL"
+    index_sql = [window_index]
     index_sql += ["(" + ", ".join(quote(c) for c in index) + ")" for index in indexes]
     if account_key:
-        index_sql.append(f"((trim(lower({quote(account_key)}))))")
+        with_id = f", {quote(account_id)}" if account_id else ""
+        index_sql.append(f"((trim(lower({quote(account_key)}))){with_id})")
     return TableShape(f"gold_{name}", shape_columns, tuple(key), not_null=tuple(key),
                       indexes=tuple(index_sql))
 
 
 @dataclass(frozen=True)
-class TableSync:
-    """Upserts and deletes of one Gold table for the rows one window changed in Silver."""
+class AccountLookup:
+    """How a Gold row finds its CRM account: the lowest account id whose normalised
+    account number equals the row's, one probe of the accounts' (key, id) index."""
 
+    accounts: str
+    id: str
+    key: str
+    link: str
+
+    def probe(self, schema: str, row_key: str) -> str:
+        """The account id for ``row_key`` (an SQL expression), as a scalar subquery."""
+        source = qualified(schema, f"gold_{self.accounts}")
+        return (f"(SELECT a.{quote(self.id)} FROM {source} AS a"
+                f" WHERE {normalised('a', self.key)} = trim(lower({row_key}))"
+                f" ORDER BY a.{quote(self.id)} LIMIT 1)")
+
+
+@dataclass(frozen=True)
+class TableSync:
+    """Upserts and deletes of one Gold table for the rows one window changed in Silver.
+
+    A link target's rows get their account id as they are written, so a window's own
+    rows never need a second pass.
+    """
+
+    table: str
     upsert: str
     delete: str
 
     @classmethod
     def build(cls, schema: str, gold: str, silver: str, columns: dict[str, str],
-              key: Sequence[str]) -> TableSync:
+              key: Sequence[str], lookup: AccountLookup | None = None,
+              account_key: str | None = None) -> TableSync:
         target, source = qualified(schema, f"gold_{gold}"), qualified(schema, f"silver_{silver}")
         names = [*columns, "_division", "_window"]
-        selected = [quote(c) for c in columns.values()] + ['"_division"', '"_window"']
+        selected = [f"s.{quote(c)}" for c in columns.values()] + ['s."_division"', 's."_window"']
+        if lookup is not None and account_key is not None:
+            names.append(lookup.link)
+            selected.append(lookup.probe(schema, f"s.{quote(columns[account_key])}"))
         data = [c for c in names if c not in key]
         keys = ", ".join(quote(c) for c in key)
         upsert = (
             f"INSERT INTO {target} AS g ({', '.join(quote(c) for c in names)})"
-            f" SELECT {', '.join(selected)} FROM {source}"
-            ' WHERE "_division" = $1 AND "_window" = $2 AND NOT "_deleted"'
-            f" ORDER BY {', '.join(quote(columns[k]) for k in key)}"
+            f" SELECT {', '.join(selected)} FROM {source} AS s"
+            ' WHERE s."_division" = $1 AND s."_window" = $2 AND NOT s."_deleted"'
+            f" ORDER BY {', '.join('s.' + quote(columns[k]) for k in key)}"
             f" ON CONFLICT ({keys}) DO UPDATE SET "
             + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in data)
             + " WHERE (" + ", ".join(f"g.{quote(c)}" for c in data) + ") IS DISTINCT FROM ("
@@ -68,73 +103,89 @@ class TableSync:
             f"DELETE FROM {target} AS g USING {source} AS s"
             f' WHERE s."_division" = $1 AND s."_window" = $2 AND s."_deleted" AND {match}'
         )
-        return cls(upsert, delete)
+        return cls(target, upsert, delete)
 
-    async def run(self, conn: asyncpg.Connection, division: str, window: str) -> None:
-        await conn.execute(self.upsert, division, window)
-        await conn.execute(self.delete, division, window)
+    async def run(self, conn: asyncpg.Connection, division: str, window: str) -> int:
+        """Apply the window; returns the number of Gold rows written or deleted."""
+        written = await conn.execute(self.upsert, division, window)
+        deleted = await conn.execute(self.delete, division, window)
+        changed = int(written.rsplit(" ", 1)[1]) + int(deleted.rsplit(" ", 1)[1])
+        if changed > STALE_ROWS:
+            await refresh_statistics(conn, self.table, changed)
+        return changed
 
 
-UNMATCHED = TableShape(
-    "gold_link_unmatched",
-    {"division": "text", "window": "text", "table_name": "text", "account_key": "text",
-     "rows": "bigint"},
-    ("division", "window", "table_name", "account_key"),
-    not_null=("division", "window", "table_name", "account_key"),
-    indexes=('((trim(lower("account_key"))))',),
-)
-"""Keys no account matched yet, indexed on trim(lower()) for a window's accounts to clear."""
+STALE_ROWS = 1000
+STALE_SHARE = 0.1
+"""A window that changed more than STALE_SHARE of a table's rows (and more than STALE_ROWS)
+refreshes its statistics before the statements that follow are planned, as autovacuum
+would after the commit; otherwise a first large load is planned as an empty table."""
+
+
+async def refresh_statistics(conn: asyncpg.Connection, table: str, changed: int) -> bool:
+    """ANALYZE ``table`` (qualified) if ``changed`` rows are a large share of it. ANALYZE
+    in the window's transaction samples the window's own rows too."""
+    estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = $1::regclass",
+                                   table)
+    if changed <= STALE_SHARE * max(estimate, 0):
+        return False
+    await conn.execute(f"ANALYZE {table}")
+    return True
+
+
+def unmatched_view(schema: str, link: str, targets: dict[str, str]) -> View:
+    """``gold_link_unmatched``: per division, window, table and account key, the rows no
+    account matches yet. A view over the targets' rows without a link (each target has an
+    index of exactly those), so it can never disagree with them and needs no upkeep."""
+    parts = [
+        f"SELECT \"_division\" AS division, \"_window\" AS \"window\", {literal(table)} AS"
+        f" table_name, coalesce({quote(key)}, '') AS account_key, count(*) AS \"rows\""
+        f" FROM {qualified(schema, f'gold_{table}')} WHERE {quote(link)} IS NULL"
+        " GROUP BY 1, 2, 4"
+        for table, key in targets.items()]
+    return View("gold_link_unmatched", " UNION ALL ".join(parts))
+
+
+async def serialise(conn: asyncpg.Connection, schema: str) -> None:
+    """Hold Gold's lock of ``schema`` until the transaction ends: one window at a time.
+
+    Two windows applied side by side would each miss the other's uncommitted rows: an
+    order written while another division's transaction still holds its account would
+    stay unlinked, with nothing left to link it later.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"assay-gold:{schema}")
 
 
 @dataclass(frozen=True)
 class LinkTarget:
-    """Statements linking one ERP table's rows to CRM accounts."""
+    """Linking one ERP table's older rows to the accounts a window brought, and counting
+    the window's rows that no account matches."""
 
     table: str
-    link_window: str
     relink: str
-    unmatched: str
-    resolved: str
+    missing: str
 
     @classmethod
-    def build(cls, schema: str, accounts: str, account_id: str, account_key: str,
-              table: str, key: str, link: str) -> LinkTarget:
-        source, target = qualified(schema, f"gold_{accounts}"), qualified(schema, f"gold_{table}")
-        t_key, a_key = normalised("t", key), normalised("a", account_key)
-        set_link = (f"UPDATE {target} AS t SET {quote(link)} = a.{quote(account_id)}"
-                    f" FROM {source} AS a")
-        differs = f"t.{quote(link)} IS DISTINCT FROM a.{quote(account_id)}"
-        unmatched_table = qualified(schema, "gold_link_unmatched")
+    def build(cls, schema: str, lookup: AccountLookup, table: str, key: str) -> LinkTarget:
+        source, target = qualified(schema, f"gold_{lookup.accounts}"), qualified(schema,
+                                                                                 f"gold_{table}")
+        link, account_id = quote(lookup.link), quote(lookup.id)
         return cls(
             table=table,
-            link_window=(f'{set_link} WHERE t."_division" = $1 AND t."_window" = $2'
-                         f" AND {t_key} = {a_key} AND {differs}"),
-            relink=(f'{set_link} WHERE a."_division" = $1 AND a."_window" = $2'
-                    f" AND {t_key} = {a_key} AND {differs}"),
-            unmatched=(
-                f"INSERT INTO {unmatched_table} (division, \"window\", table_name, account_key,"
-                f' "rows") SELECT $1, $2, $3, coalesce({quote(key)}, \'\'), count(*)'
-                f' FROM {target} WHERE "_division" = $1 AND "_window" = $2'
-                f" AND {quote(link)} IS NULL GROUP BY 4"),
-            resolved=(
-                f"DELETE FROM {unmatched_table} AS u USING {source} AS a"
-                f' WHERE a."_division" = $1 AND a."_window" = $2 AND u.table_name = $3'
-                f" AND {normalised('u', 'account_key')} = {a_key}"),
+            # The keys of the window's accounts, each with its lowest id there; rows with
+            # those keys (an index lookup each) take it unless they hold a lower one.
+            relink=(
+                f"WITH best AS (SELECT {normalised('w', lookup.key)} AS k,"
+                f" min(w.{account_id}) AS id FROM {source} AS w"
+                ' WHERE w."_division" = $1 AND w."_window" = $2 GROUP BY 1)'
+                f" UPDATE {target} AS t SET {link} = best.id FROM best"
+                f" WHERE {normalised('t', key)} = best.k"
+                f" AND (t.{link} IS NULL OR t.{link} > best.id)"),
+            missing=(f'SELECT count(*) FROM {target} WHERE "_division" = $1 AND "_window" = $2'
+                     f" AND {link} IS NULL"),
         )
 
-    async def run(self, conn: asyncpg.Connection, schema: str, division: str, window: str
-                  ) -> int:
-        """Link the window's rows and older rows of accounts the window brought; count misses."""
-        await conn.execute(self.link_window, division, window)
+    async def run(self, conn: asyncpg.Connection, division: str, window: str) -> int:
+        """Link older rows of accounts the window brought; count the window's misses."""
         await conn.execute(self.relink, division, window)
-        await conn.execute(
-            f"DELETE FROM {qualified(schema, 'gold_link_unmatched')}"
-            ' WHERE division = $1 AND "window" = $2 AND table_name = $3',
-            division, window, self.table)
-        await conn.execute(self.unmatched, division, window, self.table)
-        await conn.execute(self.resolved, division, window, self.table)
-        missing = await conn.fetchval(
-            f"SELECT coalesce(sum(\"rows\"), 0) FROM {qualified(schema, 'gold_link_unmatched')}"
-            ' WHERE division = $1 AND "window" = $2 AND table_name = $3',
-            division, window, self.table)
-        return int(missing)
+        return int(await conn.fetchval(self.missing, division, window))

@@ -15,6 +15,7 @@ import structlog
 
 from contracts.messages import WindowEvent
 from db import silver
+from db.gold import serialise
 from db.pool import transaction
 from processors.plan import Plan
 from streams.codec import Item
@@ -57,11 +58,13 @@ class GoldProcessor:
         name = self.plan.config.divisions[division].name
         started = self.clock()
         async with transaction(self.pool) as conn:
+            await serialise(conn, self.plan.schema)
+            await conn.execute("SELECT set_config('work_mem', $1, true)", gold.work_mem)
             for table in self.plan.snapshot_tables:
                 await silver.snapshot_deletes(conn, self.plan.schema, table, division, window)
             for sync in gold.syncs:
                 await sync.run(conn, division, window)
-            unmatched = {t.table: await t.run(conn, self.plan.schema, division, window)
+            unmatched = {t.table: await t.run(conn, division, window)
                          for t in gold.links}
             for kpi in gold.kpis:
                 await kpi.run(conn, division, name)

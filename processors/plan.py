@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from contracts.config import Config, ConfigError, TableConfig
 from db import accounting, quarantine
 from db.bronze import bronze_shape
-from db.gold import UNMATCHED, LinkTarget, TableSync, gold_shape
+from db.gold import AccountLookup, LinkTarget, TableSync, gold_shape, unmatched_view
 from db.kpi import KpiSql, kpi_shape
-from db.schema import TableShape
+from db.schema import TableShape, View
 from db.silver import silver_shape
 from processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
 from processors.normalise import RowCleaner
@@ -48,9 +48,11 @@ class GoldPlan:
     """Gold's statements, built once: table syncs, account links, KPIs."""
 
     shapes: list[TableShape]
+    views: list[View]
     syncs: list[TableSync]
     links: list[LinkTarget]
     kpis: list[KpiSql]
+    work_mem: str
 
 
 @dataclass(frozen=True)
@@ -111,32 +113,41 @@ def build_plan(config: Config) -> Plan:
 
 
 def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
-    """Gold shapes and statements from the (already cross-checked) gold config."""
+    """Gold shapes and statements from the (already cross-checked) gold config.
+
+    The accounts table syncs first, so the rows of a window find the accounts the
+    same window brought.
+    """
     gold, schema = config.gold, config.pipeline.db_schema
     link = gold.linkage
+    lookup = None if link is None else AccountLookup(
+        link.accounts.table, link.accounts.id, link.accounts.key, link.link_column)
     shapes: list[TableShape] = []
     syncs: list[TableSync] = []
     types: dict[str, dict[str, str]] = {}
-    for name, table in gold.tables.items():
+    first = [] if link is None else [link.accounts.table]
+    for name in sorted(gold.tables, key=lambda n: n not in first):
+        table = gold.tables[name]
         source = tables[table.source]
         columns = {g: source.silver.columns[s] for g, s in table.columns.items()}
         by_silver = {s: g for g, s in table.columns.items()}
         key = [by_silver[k] for k in source.config.key]
-        account_key = None
+        account_key = target_key = None
         if link is not None:
-            account_key = link.targets.get(name) or (
-                link.accounts.key if name == link.accounts.table else None)
-        link_column = link.link_column if link is not None and name in link.targets else None
-        shape = gold_shape(name, columns, key, table.indexes, link_column, account_key)
+            target_key = link.targets.get(name)
+            account_key = target_key or (link.accounts.key if name in first else None)
+        link_column = link.link_column if link is not None and target_key else None
+        shape = gold_shape(name, columns, key, table.indexes, link_column, account_key,
+                           link.accounts.id if link is not None and name in first else None)
         shapes.append(shape)
         types[name] = dict(shape.columns)
-        syncs.append(TableSync.build(schema, name, table.source, table.columns, key))
+        syncs.append(TableSync.build(schema, name, table.source, table.columns, key,
+                                     lookup if target_key else None, target_key))
     links: list[LinkTarget] = []
-    if link is not None:
-        shapes.append(UNMATCHED)
-        links = [LinkTarget.build(schema, link.accounts.table, link.accounts.id,
-                                  link.accounts.key, t, k, link.link_column)
-                 for t, k in link.targets.items()]
+    views: list[View] = []
+    if link is not None and lookup is not None:
+        views.append(unmatched_view(schema, link.link_column, link.targets))
+        links = [LinkTarget.build(schema, lookup, t, k) for t, k in link.targets.items()]
     kpis: list[KpiSql] = []
     for name, kpi in gold.kpis.items():
         dimension_types = {}
@@ -145,4 +156,4 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
             dimension_types[dimension] = types[table_name][column]
         shapes.append(kpi_shape(name, kpi, dimension_types))
         kpis.append(KpiSql.build(schema, name, kpi))
-    return GoldPlan(shapes, syncs, links, kpis)
+    return GoldPlan(shapes, views, syncs, links, kpis, gold.work_mem)

@@ -100,3 +100,23 @@ def test_assay_check_accepts_the_shipped_config() -> None:
 def test_published_json_schema_is_current() -> None:
     published = json.loads((ROOT / "schema" / "assay-config.schema.json").read_text())
     assert published == json.loads(msgspec.json.encode(config_json_schema()))
+
+
+def test_gold_linkage_kpi_names_and_work_mem_are_checked(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    for source in (ROOT / "config").glob("*.json"):
+        (folder / source.name).write_text(source.read_text())
+    data = json.loads((folder / "gold.json").read_text())
+    gold = data["gold"]
+    gold["linkage"]["targets"]["account"] = "account_number"
+    gold["tables"]["customer"]["columns"]["crm_account_id"] = "CustomerID"
+    kpi = gold["kpis"]["shipped_vs_goal"]
+    kpi["dimensions"]["qty"] = kpi["dimensions"].pop("category")
+    kpi["goals"]["match"]["qty"] = kpi["goals"]["match"].pop("category")
+    gold["work_mem"] = "lots"
+    (folder / "gold.json").write_text(json.dumps(data))
+    found = problems(folder)
+    assert [p.split(": $.gold.", 1)[1].split(":")[0] for p in found] == [
+        "linkage.targets.account", "linkage.link_column", "kpis.shipped_vs_goal.dimensions.qty",
+        "work_mem"], found
