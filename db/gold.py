@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -24,9 +25,10 @@ def normalised(alias: str, column: str) -> str:
 
 
 def gold_shape(name: str, columns: dict[str, str], key: Sequence[str],
-               indexes: Sequence[Sequence[str]], link_column: str | None,
+               indexes: Sequence[Sequence[str]], link: tuple[str, str] | None,
                account_key: str | None, account_id: str | None = None) -> TableShape:
-    """A Gold table: mapped columns, optional link column, and its indexes.
+    """A Gold table: mapped columns, optional link column (name, SQL type of the account
+    id), and its indexes.
 
     A link target's window index holds only the rows still waiting for an account,
     so linking a row later does not touch it. The accounts table's key index also
@@ -34,9 +36,9 @@ def gold_shape(name: str, columns: dict[str, str], key: Sequence[str],
     """
     shape_columns = {**columns, **GOLD_META}
     window_index = '("_division", "_window")'
-    if link_column:
-        shape_columns[link_column] = "text"
-        window_index += f" WHERE {quote(link_column)} IS NULL"
+    if link:
+        shape_columns[link[0]] = link[1]
+        window_index += f" WHERE {quote(link[0])} IS NULL"
     index_sql = [window_index]
     index_sql += ["(" + ", ".join(quote(c) for c in index) + ")" for index in indexes]
     if account_key:
@@ -62,6 +64,43 @@ class AccountLookup:
         return (f"(SELECT a.{quote(self.id)} FROM {source} AS a"
                 f" WHERE {normalised('a', self.key)} = trim(lower({row_key}))"
                 f" ORDER BY a.{quote(self.id)} LIMIT 1)")
+
+
+@dataclass(frozen=True)
+class AccountMoves:
+    """Accounts a window deletes or gives another number: the rows linked to them look
+    their account up again (another account with their number, or none)."""
+
+    find: str
+    relinks: tuple[str, ...]
+
+    @classmethod
+    def build(cls, schema: str, lookup: AccountLookup, silver: str, silver_id: str,
+              silver_key: str, targets: dict[str, str]) -> AccountMoves:
+        accounts = qualified(schema, f"gold_{lookup.accounts}")
+        account_id, link = quote(lookup.id), quote(lookup.link)
+        # Run before the window's sync: Gold still holds the numbers the window replaces.
+        find = (
+            f"SELECT coalesce(array_agg(DISTINCT g.{account_id}), '{{}}') FROM"
+            f" {qualified(schema, f'silver_{silver}')} AS s JOIN {accounts} AS g"
+            f" ON g.{account_id} = s.{quote(silver_id)}"
+            ' WHERE s."_division" = $1 AND s."_window" = $2 AND (s."_deleted"'
+            f" OR trim(lower(s.{quote(silver_key)})) IS DISTINCT FROM"
+            f" {normalised('g', lookup.key)})")
+        relinks = tuple(
+            f"UPDATE {qualified(schema, f'gold_{table}')} AS t"
+            f" SET {link} = {lookup.probe(schema, f't.{quote(key)}')}"
+            f" WHERE t.{link} = ANY($1)"
+            for table, key in targets.items())
+        return cls(find, relinks)
+
+    async def moved(self, conn: asyncpg.Connection, division: str, window: str) -> list[Any]:
+        return list(await conn.fetchval(self.find, division, window))
+
+    async def relink(self, conn: asyncpg.Connection, moved: list[Any]) -> None:
+        """Rows linked to a moved account take their number's account now, if any."""
+        for statement in self.relinks:
+            await conn.execute(statement, moved)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Gold: on each completed or amended window, sync tables, link accounts, recompute KPIs.
 
-Everything for one window happens in one transaction: Silver rows the window changed
-are upserted (or deleted) under their Gold names, CRM account ids are linked onto
-ERP rows by normalised account keys, unmatched keys are listed, and the division's
-KPIs are recomputed. Running a window again changes nothing.
+Everything for one window happens in one transaction, one window at a time: Silver rows
+the window changed are upserted (or deleted) under their Gold names, ERP rows get their
+CRM account id by normalised account number as they are written; older rows take the
+accounts the window brought, and rows of accounts it deleted or renumbered look theirs
+up again; the division's KPIs are recomputed. Running a window again changes nothing.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ class GoldProcessor:
             await conn.execute("SELECT set_config('work_mem', $1, true)", gold.work_mem)
             for table in self.plan.snapshot_tables:
                 await silver.snapshot_deletes(conn, self.plan.schema, table, division, window)
+            moved = await gold.moves.moved(conn, division, window) if gold.moves else []
             for sync in gold.syncs:
                 await sync.run(conn, division, window)
+            if gold.moves and moved:
+                await gold.moves.relink(conn, moved)
             unmatched = {t.table: await t.run(conn, division, window)
                          for t in gold.links}
             for kpi in gold.kpis:

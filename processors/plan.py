@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from contracts.config import Config, ConfigError, TableConfig
 from db import accounting, quarantine
 from db.bronze import bronze_shape
-from db.gold import AccountLookup, LinkTarget, TableSync, gold_shape, unmatched_view
+from db.gold import AccountLookup, AccountMoves, LinkTarget, TableSync, gold_shape, unmatched_view
 from db.kpi import KpiSql, kpi_shape
 from db.schema import TableShape, View
 from db.silver import silver_shape
@@ -51,6 +51,7 @@ class GoldPlan:
     views: list[View]
     syncs: list[TableSync]
     links: list[LinkTarget]
+    moves: AccountMoves | None
     kpis: list[KpiSql]
     work_mem: str
 
@@ -136,7 +137,9 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
         if link is not None:
             target_key = link.targets.get(name)
             account_key = target_key or (link.accounts.key if name in first else None)
-        link_column = link.link_column if link is not None and target_key else None
+        link_column = None
+        if link is not None and target_key:
+            link_column = (link.link_column, types[link.accounts.table][link.accounts.id])
         shape = gold_shape(name, columns, key, table.indexes, link_column, account_key,
                            link.accounts.id if link is not None and name in first else None)
         shapes.append(shape)
@@ -145,9 +148,14 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
                                      lookup if target_key else None, target_key))
     links: list[LinkTarget] = []
     views: list[View] = []
+    moves = None
     if link is not None and lookup is not None:
         views.append(unmatched_view(schema, link.link_column, link.targets))
         links = [LinkTarget.build(schema, lookup, t, k) for t, k in link.targets.items()]
+        accounts = gold.tables[link.accounts.table]
+        moves = AccountMoves.build(schema, lookup, accounts.source,
+                                   accounts.columns[link.accounts.id],
+                                   accounts.columns[link.accounts.key], link.targets)
     kpis: list[KpiSql] = []
     for name, kpi in gold.kpis.items():
         dimension_types = {}
@@ -156,4 +164,4 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
             dimension_types[dimension] = types[table_name][column]
         shapes.append(kpi_shape(name, kpi, dimension_types))
         kpis.append(KpiSql.build(schema, name, kpi))
-    return GoldPlan(shapes, views, syncs, links, kpis, gold.work_mem)
+    return GoldPlan(shapes, views, syncs, links, moves, kpis, gold.work_mem)

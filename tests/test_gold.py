@@ -276,6 +276,28 @@ async def test_accounts_sharing_a_key_link_the_lowest_id_whatever_the_order(
     assert await links(ctx, "shipment", "line_id") == {1: "CRM-2", 2: "CRM-2"}
 
 
+async def test_rows_of_a_renumbered_or_deleted_account_look_their_account_up_again(
+        ctx: Context) -> None:
+    await send_window(ctx, "2024-01", merged(
+        CATALOGUE, {"crm_account": [account("CRM-1", "AW00000001"),
+                                    account("CRM-2", "AW00000002"),
+                                    account("CRM-7", "aw00000002")]},
+        sale(1, "AW00000001", "2024-01-15 10:00:00", [(1, 10, "2")]),
+        sale(2, "AW00000002", "2024-01-16 10:00:00", [(2, 10, "1")])))
+    assert await links(ctx, "shipment", "line_id") == {1: "CRM-1", 2: "CRM-2"}
+    # CRM-1 takes another number: its old rows match no account any more.
+    await send_window(ctx, "2024-02", merged(
+        CATALOGUE, {"crm_account": [account("CRM-1", "AW00000099")]}))
+    assert await links(ctx, "shipment", "line_id") == {1: None, 2: "CRM-2"}
+    assert [u[1:] for u in await unmatched(ctx)] == [("sales_order", "AW00000001", 1),
+                                                     ("shipment", "AW00000001", 1)]
+    # CRM-2 is deleted: its rows fall to CRM-7, which has the same number.
+    await send_window(ctx, "2024-03", CATALOGUE,
+                      deletes={"crm_account": [{"crm_id": "CRM-2"}]})
+    assert await links(ctx, "sales_order", "order_id") == {1: None, 2: "CRM-7"}
+    assert await links(ctx, "shipment", "line_id") == {1: None, 2: "CRM-7"}
+
+
 async def test_a_window_applied_while_another_holds_its_account_still_links(
         ctx: Context) -> None:
     # Applies run one at a time: east's window, applied while another transaction (another
