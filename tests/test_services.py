@@ -25,13 +25,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from assay import services as services_module
 from assay.services import (
     PG_SYSTEM_USER,
     RELOCATED_POSTGRES,
     ServiceError,
     Services,
     default_data_dir,
+    ports,
     redact_url,
     stop_embedded,
 )
@@ -159,7 +159,7 @@ def test_a_port_taken_meanwhile_is_retried_once(
         squatter.listen()
         taken = squatter.getsockname()[1]
         picks = iter([taken, free_port(), taken, free_port()])  # postgres, then redis
-        monkeypatch.setattr(services_module, "_free_port", lambda: next(picks))
+        monkeypatch.setattr(ports, "free_port", lambda: next(picks))
         services = Services(data_dir, env=NO_URLS)
         with services as urls, redis.Redis.from_url(urls.redis_url) as client:
             assert client.ping()
@@ -174,7 +174,7 @@ def test_a_port_taken_twice_fails_naming_the_log(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        monkeypatch.setattr(services_module, "_free_port", lambda: taken)
+        monkeypatch.setattr(ports, "free_port", lambda: taken)
         services = Services(data_dir, env={"DATABASE_URL": "postgresql://db.example/assay"})
         with pytest.raises(ServiceError, match=r"see .*/redis/valkey\.log"), services:
             pass
