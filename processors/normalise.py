@@ -8,6 +8,7 @@ and the expected type; Silver quarantines the row with it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -22,6 +23,8 @@ Coercer = Callable[[str], Any]
 _SPACES = re.compile(r"\s+")
 TRUE = {"true", "t", "yes", "y", "1"}
 FALSE = {"false", "f", "no", "n", "0"}
+PARSED = 4096
+"""Distinct date and timestamp texts each column keeps parsed (values are immutable)."""
 
 
 class CoercionError(ValueError):
@@ -84,6 +87,9 @@ def _boolean(text: str) -> bool:
 
 
 def _timestamp_parser(formats: list[str], zone: ZoneInfo) -> Coercer:
+    # Exports repeat their timestamps (an order's date on each of its lines): the parse,
+    # and above all the time zone conversion, is done once per distinct text.
+    @functools.lru_cache(maxsize=PARSED)
     def parse(text: str) -> dt.datetime:
         value = _iso_datetime(text)
         if value is None:
@@ -118,6 +124,7 @@ def _iso_datetime(text: str) -> dt.datetime | None:
 
 
 def _date_parser(formats: list[str]) -> Coercer:
+    @functools.lru_cache(maxsize=PARSED)
     def parse(text: str) -> dt.date:
         try:
             return dt.date.fromisoformat(text)

@@ -9,6 +9,7 @@ every row's outcome is written to the accounting ledger in the same transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,8 +76,14 @@ def rule_of(message: str) -> str:
 def entry_order(bronze_id: str) -> str:
     """A stream position ``ms-seq:index`` as text that sorts in arrival order."""
     entry, _, index = bronze_id.partition(":")
+    return f"{_entry_order(entry)}-{int(index or 0):06d}"
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_order(entry: str) -> str:
+    """The entry part, the same for every record of one Bronze entry."""
     ms, _, seq = entry.partition("-")
-    return f"{int(ms):015d}-{int(seq or 0):06d}-{int(index or 0):06d}"
+    return f"{int(ms):015d}-{int(seq or 0):06d}"
 
 
 class SilverProcessor:
