@@ -316,6 +316,7 @@ class LinkFigures:
     window_analyzed: float
     linked: int
     waiting: int
+    deleted: float
 
 
 async def linkage(pool: asyncpg.Pool, plan: Plan, sizes: Sizes) -> LinkFigures:
@@ -400,8 +401,25 @@ async def linkage(pool: asyncpg.Pool, plan: Plan, sizes: Sizes) -> LinkFigures:
             f'SELECT count(*) FROM {s}."gold_customer" WHERE "crm_account_id" IS NOT NULL')
         waiting = await conn.fetchval(f'SELECT sum("rows") FROM {s}."gold_link_unmatched"'
                                       " WHERE table_name = 'customer'")
+        # 4. A window deleting 100 accounts: the rows linked to them, in all four targets
+        # (the history's orders, lines and invoices included), look their account up again.
+        await conn.execute(f'UPDATE {s}."silver_crm_account" SET "_deleted" = true,'
+                           " \"_window\" = 'gone' WHERE \"crm_id\" = ANY($1::text[])",
+                           [f"CRM-{c:08d}" for c in range(1, 101)])
+        moves = plan.gold.moves
+        assert moves is not None
+        runs = []
+        for _ in range(2):
+            transaction = conn.transaction()
+            await transaction.start()
+            started = time.perf_counter()
+            moved = await moves.moved(conn, division, "gone")
+            await account_sync.run(conn, division, "gone")
+            await moves.relink(conn, moved)
+            runs.append(time.perf_counter() - started)
+            await transaction.rollback()
     return LinkFigures(rows_arrive, rows_plain, accounts_sync, accounts_all - accounts_sync,
-                       stale, analyzed, linked, waiting)
+                       stale, analyzed, linked, waiting, min(runs))
 
 
 # -- 3. the ILIKE form ----------------------------------------------------------------------------
@@ -552,6 +570,9 @@ async def main() -> None:
         rows.append(Row("per-window sync + linkage, after ANALYZE", window,
                         link.window_analyzed, "< 10 s",
                         f"{link.linked:,} linked, {link.waiting:,} waiting"))
+        rows.append(Row("a window deleting 100 accounts: their rows in the four targets look"
+                        " their account up again", f"over {pair} + the history's ERP rows",
+                        link.deleted))
         done, spent, cut, found, fast = await ilike(pool, plan, sizes, args.timeout)
         per_key = spent / max(done, 1)
         rows.append(Row("ILIKE form, `t.key ILIKE '%' \\|\\| trim(a.key) \\|\\| '%'`",
