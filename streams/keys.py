@@ -38,5 +38,9 @@ class Keys:
         """A state key of a division (window barrier hashes and bitmaps)."""
         return f"{self.prefix}:{{{division}}}:state:{name}"
 
+    def alerts(self) -> str:
+        """The monitor's active alerts (a hash), kept across its restarts."""
+        return f"{self.prefix}:alerts"
+
     def division_of(self, stream: str) -> str:
         return stream[stream.index("{") + 1 : stream.index("}")]

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from assay.ops.alerts import Alerts
+from assay.ops.alerts import Alerts, AlertStore
 from assay.ops.metrics import Metrics
 from assay.ops.monitor import Monitor, serve
 from assay.ops.notify import Notifier, from_batch
@@ -90,6 +90,38 @@ async def test_alerts_and_resolutions_reach_the_sinks() -> None:
     assert [b["line"] for b in hook.bodies] == [
         "[PROD] [ALERT] LAG_ABOVE — EAST — bronze lag 60 > 50 on ingest",
         "[PROD] [RESOLVED] LAG_ABOVE — EAST — bronze lag 60 > 50 on ingest",
+    ]
+
+
+async def test_a_restarted_monitor_neither_repeats_nor_forgets_its_alerts(
+        redis: aioredis.Redis, keys: Keys) -> None:
+    store = AlertStore(redis, keys.alerts())
+    async with HttpReceiver() as hook:
+        notifier = Notifier(NotificationsConfig(webhook=WebhookConfig(url=hook.url)), "PROD")
+
+        async def monitor_process() -> Alerts:
+            alerts = Alerts([LagAbove(entries=50), WindowTimedOut()], notifier=notifier,
+                            divisions={"east": "East"}, store=store)
+            await alerts.restore()
+            return alerts
+
+        first = await monitor_process()
+        await first.check(report(lag=60))
+        await first.window(window("timed_out"))
+        restarted = await monitor_process()
+        assert set(restarted.active) == set(first.active)
+        await restarted.check(report(lag=70))  # still lagging: nothing new to say
+        await restarted.window(window("timed_out", "w2"))  # still timing out: nothing new
+        await restarted.check(report(lag=10))
+        again = await monitor_process()
+        assert [key[0] for key in again.active] == ["window_timed_out"]
+        await again.window(window("completed", "w3"))
+        assert (await monitor_process()).active == {}
+    assert [b["line"] for b in hook.bodies] == [
+        "[PROD] [ALERT] LAG_ABOVE — EAST — bronze lag 60 > 50 on ingest",
+        "[PROD] [ALERT] WINDOW_TIMED_OUT — EAST — window w1 timed out",
+        "[PROD] [RESOLVED] LAG_ABOVE — EAST — bronze lag 60 > 50 on ingest",
+        "[PROD] [RESOLVED] WINDOW_TIMED_OUT — EAST — window w1 timed out",
     ]
 
 

@@ -4,17 +4,21 @@ An alert is one rule firing for one subject (a group on a stream, a consumer, a
 division). It is raised once when its condition starts and resolved once when it
 stops; checks in between change nothing. Raised alerts are logged at the rule's
 severity (``alert_raised``), resolved ones at info (``alert_resolved``), and both go
-to the notifier's sinks.
+to the notifier's sinks. With an ``AlertStore`` the active alerts outlive the process:
+a restarted monitor does not raise again what is still active, and resolves what
+ended while it was down.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import msgspec
+import redis.asyncio as aioredis
 import structlog
 
 from assay.ops.metrics import Metrics
@@ -30,6 +34,7 @@ from contracts.ops import (
     Severity,
     WindowTimedOut,
 )
+from streams.consumer import TRANSIENT
 from streams.lag import GroupLag, LagReport, StreamLag
 
 log = structlog.get_logger("assay.alerts")
@@ -54,24 +59,76 @@ class Alert:
     since: float
 
 
+class AlertStore:
+    """Active alerts in one Redis hash (field: rule and subject; value: the alert as JSON).
+
+    Writes are best effort: an alert that could not be saved is logged, never raised, so
+    the store can cost a restart a repeated notification but never a lost one.
+    """
+
+    def __init__(self, client: aioredis.Redis, key: str) -> None:
+        self.client = client
+        self.key = key
+
+    async def load(self) -> list[Alert]:
+        stored: Any = await self.client.hvals(self.key)
+        return [msgspec.json.decode(value, type=Alert) for value in stored]
+
+    async def save(self, alert: Alert) -> None:
+        await self._best_effort(self.client.hset(
+            self.key, _field(alert.rule, alert.finding.subject), msgspec.json.encode(alert)))
+
+    async def drop(self, rule: str, subject: str) -> None:
+        await self._best_effort(self.client.hdel(self.key, _field(rule, subject)))
+
+    async def _best_effort(self, command: Awaitable[Any]) -> None:
+        try:
+            await command
+        except TRANSIENT as exc:
+            log.warning("alert_state_not_saved", key=self.key,
+                        error=f"{type(exc).__name__}: {exc}")
+
+
+def _field(rule: str, subject: str) -> bytes:
+    return msgspec.json.encode([rule, subject])
+
+
 class Alerts:
     """Keeps which alerts are active; raises and resolves them as conditions change.
 
-    ``divisions`` maps division names to display names for the messages.
+    ``divisions`` maps division names to display names for the messages; ``store``
+    keeps the active alerts across restarts (``restore`` reads them back).
     """
 
     def __init__(self, rules: Sequence[AlertRule], *, notifier: Notifier | None = None,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
-                 divisions: Mapping[str, str] | None = None) -> None:
+                 divisions: Mapping[str, str] | None = None,
+                 store: AlertStore | None = None) -> None:
         self.rules = list(rules)
         self.notifier = notifier
         self.metrics = metrics
         self.clock = clock
         self.divisions = dict(divisions or {})
+        self.store = store
         self.active: dict[tuple[str, str], Alert] = {}
         self._dead: dict[str, deque[tuple[float, int]]] = {}
         for rule in self.rules:
             self._count(rule.id)
+
+    async def restore(self) -> None:
+        """Take back the alerts a previous process left active; forget those of rules
+        no longer configured."""
+        if self.store is None:
+            return
+        rules = {rule.id for rule in self.rules}
+        for alert in await self.store.load():
+            if alert.rule in rules:
+                self.active[(alert.rule, alert.finding.subject)] = alert
+            else:
+                await self.store.drop(alert.rule, alert.finding.subject)
+        for rule_id in rules:
+            self._count(rule_id)
+        log.info("alerts_restored", active=len(self.active))
 
     async def check(self, report: LagReport) -> None:
         """Evaluate the stream rules against a snapshot."""
@@ -166,6 +223,8 @@ class Alerts:
              division=finding.division, message=finding.message)
         self._count(rule.id)
         await self._notify(alert, "ALERT")
+        if self.store is not None:
+            await self.store.save(alert)
 
     async def _resolve(self, rule_id: str, subject: str) -> None:
         alert = self.active.pop((rule_id, subject))
@@ -173,6 +232,8 @@ class Alerts:
                  division=alert.finding.division, lasted_s=round(self.clock() - alert.since, 3))
         self._count(rule_id)
         await self._notify(alert, "RESOLVED")
+        if self.store is not None:
+            await self.store.drop(rule_id, subject)
 
     async def _notify(self, alert: Alert, status: Literal["ALERT", "RESOLVED"]) -> None:
         if self.notifier is None:

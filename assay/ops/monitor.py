@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from assay.ops.alerts import Alerts
+from assay.ops.alerts import Alerts, AlertStore
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.notify import Notifier
 from assay.ops.observe import WindowWatcher
@@ -85,7 +85,8 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
               if metrics_port is not None else None)
     notifier = Notifier(notifications, environment, clock=clock)
     rules = Alerts(config.rules, notifier=notifier, metrics=metrics, clock=clock,
-                   divisions=divisions)
+                   divisions=divisions, store=AlertStore(client, keys.alerts()))
+    await rules.restore()
     tracker = LagTracker(client, keys, list(divisions), by_channel(layers), clock=clock,
                          scan_bound=config.scan_bound)
     monitor = Monitor(tracker, metrics, rules, config.check_every_s)
