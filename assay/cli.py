@@ -181,9 +181,12 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @click.option("--last", default=None, help="Last window to replay (YYYY-MM).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds to wait for every window to complete.")
+@click.option("--procfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The processes to run (default: the project's Procfile); a"
+              " layer named on several lines runs as that many consumers.")
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
-         last: str | None, timeout_s: float, keep_running: bool) -> None:
+         last: str | None, timeout_s: float, procfile: Path | None, keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
     from assay.demo.run import DemoOptions, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
@@ -195,7 +198,7 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         config_dir=config_dir or (settings.config_dir if settings.config_dir.exists()
                                   else root / "config"),
         data_dir=data_dir or DEFAULT_DATA_DIR,
-        procfile=root / "Procfile",
+        procfile=procfile or root / "Procfile",
         log_dir=default_data_dir() / "logs",
         key_prefix=settings.key_prefix,
         as_json=as_json, first=first, last=last, timeout_s=timeout_s,

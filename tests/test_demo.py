@@ -11,6 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from assay.demo.reference import kpis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +28,22 @@ def comparable(row: dict[str, Any]) -> tuple[Any, ...]:
             None if pct is None else Decimal(str(pct)).quantize(Decimal("0.1")))
 
 
+SCALED = """bronze: assay run bronze
+bronze_2: assay run bronze
+silver: assay run silver
+silver_2: assay run silver
+barrier: assay run barrier
+gold: assay run gold
+gold_2: assay run gold
+monitor: assay run monitor
+"""
+"""Two consumers each for Bronze, Silver and Gold, sharing their groups."""
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["procfile", "two_consumers_per_layer"])
 def test_demo_prints_the_reference_kpis(tmp_path: Path, redis_url: str, database_url: str,
-                                        prefix: str, redis: object, pool: object) -> None:
+                                        prefix: str, redis: object, pool: object,
+                                        scaled: bool) -> None:
     """The fixtures ``redis`` and ``pool`` drop the demo's keys and schema afterwards."""
     config = tmp_path / "config"
     config.mkdir()
@@ -40,9 +56,12 @@ def test_demo_prints_the_reference_kpis(tmp_path: Path, redis_url: str, database
         (config / file.name).write_text(text)
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": prefix, "ASSAY_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run(
-        [sys.executable, "-m", "assay", "demo", "--json", "--config", str(config)],
-        capture_output=True, text=True, env=env, check=False, timeout=600)
+    command = [sys.executable, "-m", "assay", "demo", "--json", "--config", str(config)]
+    if scaled:
+        (tmp_path / "Procfile").write_text(SCALED)
+        command += ["--procfile", str(tmp_path / "Procfile")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     *rows, last = lines

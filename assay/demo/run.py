@@ -50,17 +50,17 @@ class DemoOptions:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def procfile_layers(path: Path) -> list[str]:
-    """The layers a Procfile runs (``name: assay run LAYER``)."""
+def procfile_layers(path: Path) -> list[tuple[str, str]]:
+    """The (process name, layer) pairs a Procfile runs (``name: assay run LAYER``)."""
     layers = []
     for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        _, _, command = line.partition(":")
+        name, _, command = line.partition(":")
         words = command.split()
         if words[:2] == ["assay", "run"] and len(words) > 2:
-            layers.append(words[2])
+            layers.append((name.strip(), words[2]))
     return layers
 
 
@@ -77,8 +77,8 @@ async def start_layers(options: DemoOptions, redis_url: str, database_url: str
     env = {**os.environ, **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"}
     processes = []
-    for layer in procfile_layers(options.procfile):
-        out = (options.log_dir / f"{layer}.log").open("ab")
+    for name, layer in procfile_layers(options.procfile):
+        out = (options.log_dir / f"{name}.log").open("ab")
         processes.append(await asyncio.create_subprocess_exec(
             sys.executable, "-m", "assay", "run", layer, "--config", str(options.config_dir),
             env=env, stdout=out, stderr=out))
