@@ -380,22 +380,32 @@ class Consumer:
             await pipe.execute()
 
     async def trim(self, stream: str) -> int:
-        """Trim entries that every group has delivered and acked; never anything else."""
+        """Trim entries that every group has delivered and acked; never anything else.
+
+        Each group keeps everything after the last entry delivered to it when the groups
+        were listed, and every entry it still had pending when asked a moment later. The
+        group may ack or read in between: an entry it acks leaves its pending list and
+        one it reads comes after the listed position, so both bounds stay safe.
+        """
         groups: Any = await self.redis.xinfo_groups(stream)
         if not groups:
             return 0
         floor: str | None = None
         for group in groups:
+            candidate = _next_id(_text(group["last-delivered-id"]))
             if int(group["pending"]) > 0:
                 summary: Any = await self.redis.xpending(stream, group["name"])
-                candidate = _text(summary["min"])
-            else:
-                candidate = _next_id(_text(group["last-delivered-id"]))
+                if summary["min"] is not None:  # None: all acked since the listing
+                    candidate = min(candidate, _text(summary["min"]), key=_id_key)
             if floor is None or _id_key(candidate) < _id_key(floor):
                 floor = candidate
         if floor is None or floor == "0-1":
             return 0
-        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
+        trimmed = int(await self.redis.xtrim(stream, minid=floor, approximate=False))
+        log.debug("stream_trimmed", layer=self.layer, stream=stream, below=floor,
+                  entries=trimmed, groups=[(_text(g["name"]), int(g["pending"]),
+                                            _text(g["last-delivered-id"])) for g in groups])
+        return trimmed
 
     async def _retrying(self, action: Callable[[], Awaitable[Any]]) -> Any:
         """Run an action, retrying lost connections with capped exponential backoff."""

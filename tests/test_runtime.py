@@ -235,6 +235,31 @@ async def test_trim_keeps_what_a_group_has_not_processed(ctx: Context) -> None:
     assert await ctx.redis.xlen(stream) == length - 1
 
 
+async def test_trim_keeps_what_a_group_acks_while_it_is_being_asked(ctx: Context) -> None:
+    # Seen in a demo run: the windows stream feeds Gold (slow) and the monitor (fast). Gold
+    # acked its one pending entry between the monitor's XINFO GROUPS and XPENDING, and the
+    # trim then went by the monitor alone, deleting events Gold had not read yet.
+    await produce(ctx, 500)
+    stream = ctx.keys.stream("east", channels.INGEST)
+    consumer = make_consumer("bronze", ctx)
+    await consumer.ensure_groups()
+    await ctx.redis.xgroup_create(stream, "laggard", id="0")
+    await consumer.run(burst=True)
+    length = await ctx.redis.xlen(stream)
+    assert length > 2
+    [(_, [(first, _)])] = await ctx.redis.xreadgroup("laggard", "l", {stream: ">"}, count=1)
+    asked = ctx.redis.xpending
+
+    async def acked_meanwhile(name: str, groupname: str) -> object:
+        await ctx.redis.xack(stream, "laggard", first)  # the laggard finishes just now
+        return await asked(name, groupname)
+
+    ctx.redis.xpending = acked_meanwhile  # type: ignore[method-assign]
+    assert await consumer.trim(stream) == 1  # only the entry the laggard acked
+    [(_, unread)] = await ctx.redis.xreadgroup("laggard", "l", {stream: ">"})
+    assert len(unread) == length - 1
+
+
 async def test_multi_key_commands_stay_in_one_slot(ctx: Context) -> None:
     keys: Keys = ctx.keys
     for division in ("east", "west", "north_america"):
