@@ -172,6 +172,29 @@ async def refresh_statistics(conn: asyncpg.Connection, table: str, changed: int)
     return True
 
 
+APPLIED = TableShape(
+    "gold_windows",
+    {"division": "text", "window": "text", "status": "text", "applied_at": "timestamptz",
+     "seconds": "numeric", "unmatched": "bigint", "applies": "bigint"},
+    ("division", "window"),
+    not_null=("division", "window"),
+)
+"""Every window Gold has applied, with the outcome of its last apply: what a reader checks
+to know that no completed window was skipped."""
+
+
+async def record_applied(conn: asyncpg.Connection, schema: str, division: str, window: str,
+                         status: str, at: float, seconds: float, unmatched: int) -> None:
+    """Note the window as applied, in the transaction that applied it."""
+    await conn.execute(
+        f"INSERT INTO {qualified(schema, 'gold_windows')} AS g (division, \"window\", status,"
+        " applied_at, seconds, unmatched, applies) VALUES ($1, $2, $3, to_timestamp($4), $5,"
+        " $6, 1) ON CONFLICT (division, \"window\") DO UPDATE SET status = EXCLUDED.status,"
+        " applied_at = EXCLUDED.applied_at, seconds = EXCLUDED.seconds,"
+        " unmatched = EXCLUDED.unmatched, applies = g.applies + 1",
+        division, window, status, at, round(seconds, 3), unmatched)
+
+
 def unmatched_view(schema: str, link: str, targets: dict[str, str]) -> View:
     """``gold_link_unmatched``: per division, window, table and account key, the rows no
     account matches yet. A view over the targets' rows without a link (each target has an

@@ -66,3 +66,12 @@ async def summary(pool: asyncpg.Pool, client: aioredis.Redis, keys: Keys, schema
         "accounts_unmatched": int(unmatched),
         "windows_completed": windows_completed,
     }
+
+
+async def windows_applied(pool: asyncpg.Pool, schema: str) -> int:
+    """How many (division, window) pairs Gold has applied (0 before Gold's first start)."""
+    exists = await pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                 qualified(schema, "gold_windows"))
+    if not exists:
+        return 0
+    return int(await pool.fetchval(f"SELECT count(*) FROM {qualified(schema, 'gold_windows')}"))

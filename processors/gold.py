@@ -16,7 +16,7 @@ import structlog
 
 from contracts.messages import WindowEvent
 from db import silver
-from db.gold import serialise
+from db.gold import record_applied, serialise
 from db.pool import transaction
 from processors.plan import Plan
 from streams.codec import Item
@@ -49,12 +49,14 @@ class GoldProcessor:
                 log.info("gold_window_skipped", division=event.division, window=event.window,
                          status=event.status)
                 continue
-            await self.apply(event.division, event.window)
+            await self.apply(event.division, event.window, event.status)
             out.processed += 1
         return out
 
-    async def apply(self, division: str, window: str) -> dict[str, int]:
-        """Bring Gold up to date with one window of one division; returns unmatched counts."""
+    async def apply(self, division: str, window: str, status: str = "completed"
+                    ) -> dict[str, int]:
+        """Bring Gold up to date with one window of one division; returns unmatched counts.
+        The window is noted in ``gold_windows`` in the same transaction."""
         gold = self.plan.gold
         name = self.plan.config.divisions[division].name
         started = self.clock()
@@ -72,6 +74,8 @@ class GoldProcessor:
                          for t in gold.links}
             for kpi in gold.kpis:
                 await kpi.run(conn, division, name)
-        log.info("gold_window_applied", division=division, window=window,
+            await record_applied(conn, self.plan.schema, division, window, status, self.clock(),
+                                 self.clock() - started, sum(unmatched.values()))
+        log.info("gold_window_applied", division=division, window=window, status=status,
                  unmatched=sum(unmatched.values()), seconds=round(self.clock() - started, 3))
         return unmatched

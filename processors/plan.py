@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from contracts.config import Config, ConfigError, TableConfig
 from db import accounting, quarantine
 from db.bronze import bronze_shape
-from db.gold import AccountLookup, AccountMoves, LinkTarget, TableSync, gold_shape, unmatched_view
+from db.gold import (
+    APPLIED,
+    AccountLookup,
+    AccountMoves,
+    LinkTarget,
+    TableSync,
+    gold_shape,
+    unmatched_view,
+)
 from db.kpi import KpiSql, kpi_shape
 from db.schema import TableShape, View
 from db.silver import silver_shape
@@ -123,7 +131,7 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
     link = gold.linkage
     lookup = None if link is None else AccountLookup(
         link.accounts.table, link.accounts.id, link.accounts.key, link.link_column)
-    shapes: list[TableShape] = []
+    shapes: list[TableShape] = [APPLIED]
     syncs: list[TableSync] = []
     types: dict[str, dict[str, str]] = {}
     first = [] if link is None else [link.accounts.table]

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 
 from assay.demo.simulator import Simulator
 from assay.runner import Context, open_context
 from db import report
-from streams import keys as channels
 from streams.producer import Producer, TableTarget
 from streams.windows import WindowStore
 
@@ -132,27 +130,14 @@ async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str]
         done = 0
         for division in divisions:
             done += sum(1 for w in await store.windows(division) if w.get("status") in DONE)
-        if done >= expected and await _gold_drained(ctx, divisions):
+        # Gold notes each window it applies in gold_windows, in the same transaction: every
+        # window is there, or the demo waits (a lost window event shows as a timeout).
+        if done >= expected and await report.windows_applied(ctx.pool,
+                                                             ctx.plan.schema) >= expected:
             return done
         if time.monotonic() > deadline:
             raise TimeoutError(f"{done} of {expected} windows complete after {timeout_s:.0f} s")
         await asyncio.sleep(0.2)
-
-
-async def _gold_drained(ctx: Context, divisions: list[str]) -> bool:
-    group = ctx.keys.group("gold")
-    for division in divisions:
-        stream = ctx.keys.stream(division, channels.WINDOWS)
-        try:
-            groups: Any = await ctx.redis.xinfo_groups(stream)
-        except aioredis.ResponseError:
-            return False
-        info = next((g for g in groups if g["name"].decode() == group), None)
-        if info is None or int(info["pending"]) or info.get("lag") not in (0, None):
-            return False
-        if info.get("lag") is None:
-            return False
-    return True
 
 
 def format_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
