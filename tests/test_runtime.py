@@ -218,14 +218,20 @@ async def test_undecodable_and_unknown_input_is_dead_lettered(ctx: Context) -> N
     assert await pending(ctx) == 0
 
 
-async def test_trim_keeps_what_a_group_has_not_processed(ctx: Context) -> None:
+async def behind_a_laggard(ctx: Context) -> tuple[Consumer, str, int]:
+    """Bronze has processed 500 records; a second group, "laggard", has read nothing yet.
+    Returns Bronze's consumer, the stream and its length."""
     await produce(ctx, 500)
     stream = ctx.keys.stream("east", channels.INGEST)
     consumer = make_consumer("bronze", ctx)
     await consumer.ensure_groups()
     await ctx.redis.xgroup_create(stream, "laggard", id="0")
     await consumer.run(burst=True)
-    length = await ctx.redis.xlen(stream)
+    return consumer, stream, await ctx.redis.xlen(stream)
+
+
+async def test_trim_keeps_what_a_group_has_not_processed(ctx: Context) -> None:
+    consumer, stream, length = await behind_a_laggard(ctx)
     assert await consumer.trim(stream) == 0  # the laggard group has read nothing
     await ctx.redis.xreadgroup("laggard", "l", {stream: ">"}, count=2)
     assert await consumer.trim(stream) == 0  # read but not acked
@@ -239,13 +245,7 @@ async def test_trim_keeps_what_a_group_acks_while_it_is_being_asked(ctx: Context
     # Seen in a demo run: the windows stream feeds Gold (slow) and the monitor (fast). Gold
     # acked its one pending entry between the monitor's XINFO GROUPS and XPENDING, and the
     # trim then went by the monitor alone, deleting events Gold had not read yet.
-    await produce(ctx, 500)
-    stream = ctx.keys.stream("east", channels.INGEST)
-    consumer = make_consumer("bronze", ctx)
-    await consumer.ensure_groups()
-    await ctx.redis.xgroup_create(stream, "laggard", id="0")
-    await consumer.run(burst=True)
-    length = await ctx.redis.xlen(stream)
+    consumer, stream, length = await behind_a_laggard(ctx)
     assert length > 2
     [(_, [(first, _)])] = await ctx.redis.xreadgroup("laggard", "l", {stream: ">"}, count=1)
     asked = ctx.redis.xpending
