@@ -218,6 +218,11 @@ async def serialise(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"assay-gold:{schema}")
 
 
+async def use_work_mem(conn: asyncpg.Connection, work_mem: str) -> None:
+    """PostgreSQL's ``work_mem`` for the rest of the transaction (``gold.work_mem``)."""
+    await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
+
+
 @dataclass(frozen=True)
 class LinkTarget:
     """Linking one ERP table's older rows to the accounts a window brought, and counting

@@ -16,7 +16,7 @@ import structlog
 
 from contracts.messages import WindowEvent
 from db import silver
-from db.gold import record_applied, serialise
+from db.gold import record_applied, serialise, use_work_mem
 from db.pool import transaction
 from processors.plan import Plan
 from streams.codec import Item
@@ -62,7 +62,7 @@ class GoldProcessor:
         started = self.clock()
         async with transaction(self.pool) as conn:
             await serialise(conn, self.plan.schema)
-            await conn.execute("SELECT set_config('work_mem', $1, true)", gold.work_mem)
+            await use_work_mem(conn, gold.work_mem)
             for table in self.plan.snapshot_tables:
                 await silver.snapshot_deletes(conn, self.plan.schema, table, division, window)
             moved = await gold.moves.moved(conn, division, window) if gold.moves else []
