@@ -253,35 +253,42 @@ def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float)
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def windows(config_dir: Path | None, as_json: bool) -> None:
-    """Every sync window of every division, with its state and ages."""
+    """Every sync window of every division, with its state and ages, and whether Gold
+    has applied it (``gold_s``: seconds from completion to Gold's commit)."""
     import time
 
+    import asyncpg
     import redis.asyncio as aioredis
 
+    from db import report
     from streams.keys import Keys
     from streams.windows import WindowStore
 
     settings = Settings.from_env()
     config = _load(config_dir or settings.config_dir)
     with ExitStack() as stack:
-        redis_url, _ = _urls(stack, settings, keep_running=True)
+        redis_url, database_url = _urls(stack, settings, keep_running=True)
 
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
             client = aioredis.from_url(redis_url)
+            conn = await asyncpg.connect(database_url)
             store = WindowStore(client, Keys(settings.key_prefix))
             try:
-                return [{"division": d, **w} for d in config.divisions
-                        for w in await store.windows(d)]
+                return ([{"division": d, **w} for d in config.divisions
+                         for w in await store.windows(d)],
+                        await report.gold_windows(conn, config.pipeline.db_schema))
             finally:
+                await conn.close()
                 await client.aclose()
 
-        found = _run(go())
+        found, applied = _run(go())
     now = time.time()
     rows = []
     for w in found:
         tables = config.divisions[w["division"]].tables
         short = [t for t in tables if w.get(f"{t}:expected") is None
                  or w.get(f"{t}:seen", "0") != w.get(f"{t}:expected")]
+        gold = applied.get((w["division"], w["window"]))
         rows.append({
             "division": w["division"], "window": w["window"], "status": w.get("status", ""),
             "age_s": round(now - float(w.get("opened_at", now)), 1),
@@ -290,17 +297,22 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
             "retries": int(w.get("retries", 0)), "amendments": int(w.get("amendments", 0)),
             "failed": sum(int(w.get(f"{t}:failed", 0)) for t in tables),
             "waiting_for": short,
+            "gold_applies": gold["applies"] if gold else 0,
+            "gold_s": (round(gold["applied_at"] - float(w["completed_at"]), 1)
+                       if gold and w.get("completed_at") else None),
         })
     if as_json:
         for row in rows:
             click.echo(msgspec.json.encode(row).decode())
         return
     click.echo(f"{'division':<16}{'window':<12}{'status':<11}{'age_s':>10}{'done_s':>9}"
-               f"{'retries':>8}{'failed':>8}  waiting for")
+               f"{'retries':>8}{'failed':>8}{'gold_s':>8}  waiting for")
     for r in rows:
         done = "-" if r["complete_after_s"] is None else str(r["complete_after_s"])
+        gold_s = "-" if r["gold_s"] is None else str(r["gold_s"])
         click.echo(f"{r['division']:<16}{r['window']:<12}{r['status']:<11}{r['age_s']:>10}"
-                   f"{done:>9}{r['retries']:>8}{r['failed']:>8}  {', '.join(r['waiting_for'])}")
+                   f"{done:>9}{r['retries']:>8}{r['failed']:>8}{gold_s:>8}"
+                   f"  {', '.join(r['waiting_for'])}")
 
 
 @main.command()

@@ -75,3 +75,17 @@ async def windows_applied(pool: asyncpg.Pool, schema: str) -> int:
     if not exists:
         return 0
     return int(await pool.fetchval(f"SELECT count(*) FROM {qualified(schema, 'gold_windows')}"))
+
+
+async def gold_windows(conn: asyncpg.Connection, schema: str
+                       ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Gold's record of each applied window: (division, window) → status, applied_at
+    (epoch seconds), seconds, unmatched, applies. Empty before Gold's first start."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                               qualified(schema, "gold_windows")):
+        return {}
+    rows = await conn.fetch(
+        "SELECT division, \"window\", status, extract(epoch FROM applied_at)::float8 AS"
+        " applied_at, seconds::float8 AS seconds, unmatched, applies FROM"
+        f" {qualified(schema, 'gold_windows')}")
+    return {(r["division"], r["window"]): dict(r) for r in rows}

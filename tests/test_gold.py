@@ -10,7 +10,10 @@ import ast
 import asyncio
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from decimal import Decimal
@@ -471,6 +474,20 @@ async def test_applying_a_window_again_leaves_gold_byte_identical(ctx: Context) 
                                    f" {gold(ctx, 'windows')} ORDER BY 2")
     assert [tuple(r) for r in applied] == [(DIVISION, "2023-12", "completed", 2),
                                            (DIVISION, "2024-12", "completed", 3)]
+
+
+async def test_assay_windows_shows_what_gold_applied(ctx: Context, tmp_path: Path,
+                                                    redis_url: str, database_url: str) -> None:
+    await send_window(ctx, "2024-01", merged(
+        CATALOGUE, sale(1, "AW00000001", "2024-01-15 10:00:00", [(1, 10, "2")])))
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "ASSAY_KEY_PREFIX": ctx.keys.prefix}
+    result = subprocess.run([sys.executable, "-m", "assay", "windows", "--json", "--config",
+                             str(tmp_path / "config")], capture_output=True, text=True,
+                            env=env, check=True, timeout=120)
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (row["window"], row["status"], row["gold_applies"]) == ("2024-01", "completed", 1)
+    assert row["gold_s"] is not None and row["gold_s"] >= 0
 
 
 async def test_sync_touches_only_the_windows_rows(ctx: Context) -> None:
