@@ -124,6 +124,19 @@ class WindowTimedOut(Rule, frozen=True, tag="window_timed_out"):
     severity: Severity = "error"
 
 
+class WindowNotApplied(Rule, frozen=True, tag="window_not_applied"):
+    """A window completed more than ``seconds`` ago and Gold has not applied it (its
+    ``gold_windows`` row is missing); windows opened within ``lookback_s`` are checked."""
+
+    seconds: float = 300.0
+    lookback_s: float = 86_400.0
+    severity: Severity = "error"
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.lookback_s <= 0:
+            raise ValueError("`seconds` and `lookback_s` must be > 0")
+
+
 class BatchFailed(Rule, frozen=True, tag="batch_failed"):
     """A batch committed nothing; resolved by the layer's next batch of the division."""
 
@@ -131,7 +144,7 @@ class BatchFailed(Rule, frozen=True, tag="batch_failed"):
 
 
 AlertRule = (LagAbove | PendingOlderThan | ConsumerIdle | DeadLetterGrowth | WindowTimedOut
-             | BatchFailed)
+             | WindowNotApplied | BatchFailed)
 
 
 def default_rules() -> list[AlertRule]:
@@ -141,6 +154,7 @@ def default_rules() -> list[AlertRule]:
         ConsumerIdle(seconds=600.0),
         DeadLetterGrowth(),
         WindowTimedOut(),
+        WindowNotApplied(),
         BatchFailed(),
     ]
 

@@ -195,6 +195,20 @@ async def record_applied(conn: asyncpg.Connection, schema: str, division: str, w
         division, window, status, at, round(seconds, 3), unmatched)
 
 
+async def applied_among(conn: asyncpg.Connection | asyncpg.Pool, schema: str,
+                        windows: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (division, window) pairs Gold has applied (none before its start)."""
+    if not windows or not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                              qualified(schema, "gold_windows")):
+        return set()
+    divisions, names = (list(x) for x in zip(*windows, strict=True))
+    rows = await conn.fetch(
+        f"SELECT g.division, g.\"window\" FROM {qualified(schema, 'gold_windows')} AS g"
+        " JOIN unnest($1::text[], $2::text[]) AS w(division, name)"
+        " ON g.division = w.division AND g.\"window\" = w.name", divisions, names)
+    return {(r[0], r[1]) for r in rows}
+
+
 def unmatched_view(schema: str, link: str, targets: dict[str, str]) -> View:
     """``gold_link_unmatched``: per division, window, table and account key, the rows no
     account matches yet. A view over the targets' rows without a link (each target has an

@@ -214,9 +214,13 @@ class WindowStore:
                 transitions.append(Transition(window, _text(status), _text(event)))
         return transitions
 
-    async def windows(self, division: str) -> list[dict[str, str]]:
-        """Every window of a division with its state fields, oldest first."""
-        names: Any = await self.redis.zrange(self.keys.state(division, "windows"), 0, -1)
+    async def windows(self, division: str, since: float | None = None
+                      ) -> list[dict[str, str]]:
+        """Every window of a division (or those opened at ``since`` or later) with its
+        state fields, oldest first."""
+        index = self.keys.state(division, "windows")
+        names: Any = await (self.redis.zrange(index, 0, -1) if since is None else
+                            self.redis.zrangebyscore(index, since, "+inf"))
         result = []
         for raw in names:
             window = _text(raw)

@@ -21,6 +21,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from assay.ops.gold_watch import Unapplied
 from assay.ops.metrics import Metrics
 from assay.ops.notify import AlertNotice, Notification, Notifier
 from contracts.messages import WindowEvent
@@ -32,6 +33,7 @@ from contracts.ops import (
     LagAbove,
     PendingOlderThan,
     Severity,
+    WindowNotApplied,
     WindowTimedOut,
 )
 from streams.consumer import TRANSIENT
@@ -146,6 +148,23 @@ class Alerts:
                 case _:
                     continue
             await self._update(rule, findings)
+
+    async def unapplied(self, late: Sequence[Unapplied], now: float) -> None:
+        """Completed windows Gold has not applied: raised past the rule's ``seconds``,
+        resolved once applied."""
+        for rule in self.rules:
+            if isinstance(rule, WindowNotApplied):
+                findings = [Finding(f"{u.division} {u.window}", self._name(u.division),
+                                    f"window {u.window} completed {now - u.completed_at:.0f}s"
+                                    " ago and is not applied in Gold")
+                            for u in late if now - u.completed_at > rule.seconds]
+                await self._update(rule, findings)
+
+    @property
+    def lookback_s(self) -> float | None:
+        """How far back the ``window_not_applied`` rules look; None without such a rule."""
+        spans = [r.lookback_s for r in self.rules if isinstance(r, WindowNotApplied)]
+        return max(spans) if spans else None
 
     async def window(self, event: WindowEvent) -> None:
         """A window outcome: a timeout raises, the division's next outcome resolves."""

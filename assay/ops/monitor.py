@@ -12,10 +12,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
 from assay.ops.alerts import Alerts, AlertStore
+from assay.ops.gold_watch import GoldWatch
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.notify import Notifier
 from assay.ops.observe import WindowWatcher
@@ -24,6 +26,7 @@ from streams import keys as channels
 from streams.consumer import TRANSIENT, Consumer, RuntimeSettings
 from streams.keys import Keys
 from streams.lag import LagReport, LagTracker, by_channel
+from streams.windows import WindowStore
 
 log = structlog.get_logger("assay.monitor")
 
@@ -34,12 +37,14 @@ class Monitor:
     """Every ``interval_s``: snapshot the streams, update the gauges, evaluate the alerts."""
 
     def __init__(self, tracker: LagTracker, metrics: Metrics, alerts: Alerts,
-                 interval_s: float, sleep: Sleep = asyncio.sleep) -> None:
+                 interval_s: float, sleep: Sleep = asyncio.sleep,
+                 gold: GoldWatch | None = None) -> None:
         self.tracker = tracker
         self.metrics = metrics
         self.alerts = alerts
         self.interval_s = interval_s
         self.sleep = sleep
+        self.gold = gold
 
     async def check(self) -> LagReport | None:
         """One round; a Redis that does not answer is logged and tried again next round."""
@@ -50,7 +55,19 @@ class Monitor:
             return None
         self.metrics.observe_lag(report)
         await self.alerts.check(report)
+        await self._check_gold(report.at)
         return report
+
+    async def _check_gold(self, now: float) -> None:
+        lookback = self.alerts.lookback_s
+        if self.gold is None or lookback is None:
+            return
+        try:
+            late = await self.gold.unapplied(now, lookback)
+        except (*TRANSIENT, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("gold_check_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        await self.alerts.unapplied(late, now)
 
     async def run(self, stop: asyncio.Event, once: bool = False) -> None:
         """Check until ``stop`` is set; with ``once``, check once and return."""
@@ -73,11 +90,14 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
                 notifications: NotificationsConfig | None, alerts: AlertsConfig | None,
                 settings: RuntimeSettings, stop: asyncio.Event, burst: bool = False,
                 metrics_port: int | None = None, name: str | None = None,
-                clock: Callable[[], float] = time.time) -> None:
+                clock: Callable[[], float] = time.time,
+                gold: tuple[asyncpg.Pool, str] | None = None) -> None:
     """Run the monitor until ``stop`` is set (with ``burst``: one check, windows drained).
 
     ``divisions`` maps division names to display names; ``layers`` is the runner's
     ``{layer: [channels]}``. With ``metrics_port`` the metrics are served over HTTP.
+    With ``gold`` (a pool and the pipeline's schema), completed windows Gold has not
+    applied are checked against the ``window_not_applied`` rules.
     """
     config = alerts or AlertsConfig()
     metrics = Metrics()
@@ -89,7 +109,9 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
     await rules.restore()
     tracker = LagTracker(client, keys, list(divisions), by_channel(layers), clock=clock,
                          scan_bound=config.scan_bound)
-    monitor = Monitor(tracker, metrics, rules, config.check_every_s)
+    watch = None if gold is None else GoldWatch(WindowStore(client, keys), gold[0], gold[1],
+                                                list(divisions))
+    monitor = Monitor(tracker, metrics, rules, config.check_every_s, gold=watch)
     watcher = Consumer(client, keys, WindowWatcher(notifier, rules, divisions, metrics),
                        divisions=list(divisions), read_channels=[channels.WINDOWS],
                        settings=settings, name=name)
