@@ -208,7 +208,8 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
         await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
                     notifications=config.notifications, alerts=config.alerts,
                     settings=runtime_settings(ctx.plan), stop=stop, burst=burst,
-                    metrics_port=metrics_port, name=name, gold=(ctx.pool, ctx.plan.schema))
+                    metrics_port=metrics_port, name=name,
+                    gold=(ctx.pool, ctx.plan.schema) if config.gold.tables else None)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
