@@ -68,16 +68,7 @@ async def summary(pool: asyncpg.Pool, client: aioredis.Redis, keys: Keys, schema
     }
 
 
-async def windows_applied(pool: asyncpg.Pool, schema: str) -> int:
-    """How many (division, window) pairs Gold has applied (0 before Gold's first start)."""
-    exists = await pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
-                                 qualified(schema, "gold_windows"))
-    if not exists:
-        return 0
-    return int(await pool.fetchval(f"SELECT count(*) FROM {qualified(schema, 'gold_windows')}"))
-
-
-async def gold_windows(conn: asyncpg.Connection, schema: str
+async def gold_windows(conn: asyncpg.Connection | asyncpg.Pool, schema: str
                        ) -> dict[tuple[str, str], dict[str, Any]]:
     """Gold's record of each applied window: (division, window) → status, applied_at
     (epoch seconds), seconds, unmatched, applies. Empty before Gold's first start."""

@@ -221,12 +221,13 @@ class WindowStore:
         index = self.keys.state(division, "windows")
         names: Any = await (self.redis.zrange(index, 0, -1) if since is None else
                             self.redis.zrangebyscore(index, since, "+inf"))
-        result = []
-        for raw in names:
-            window = _text(raw)
-            fields = await self.redis.hgetall(self._hash(division, window))
-            result.append({"window": window, **{_text(k): _text(v) for k, v in fields.items()}})
-        return result
+        windows = [_text(raw) for raw in names]
+        pipe = self.redis.pipeline(transaction=False)
+        for window in windows:
+            pipe.hgetall(self._hash(division, window))
+        states: list[Any] = await pipe.execute() if windows else []
+        return [{"window": window, **{_text(k): _text(v) for k, v in fields.items()}}
+                for window, fields in zip(windows, states, strict=True)]
 
 
 def _text(value: bytes | str | None) -> str:

@@ -132,8 +132,8 @@ async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str]
             done += sum(1 for w in await store.windows(division) if w.get("status") in DONE)
         # Gold notes each window it applies in gold_windows, in the same transaction: every
         # window is there, or the demo waits (a lost window event shows as a timeout).
-        if done >= expected and await report.windows_applied(ctx.pool,
-                                                             ctx.plan.schema) >= expected:
+        if done >= expected and len(await report.gold_windows(ctx.pool,
+                                                              ctx.plan.schema)) >= expected:
             return done
         if time.monotonic() > deadline:
             raise TimeoutError(f"{done} of {expected} windows complete after {timeout_s:.0f} s")
