@@ -15,8 +15,8 @@ import click
 import msgspec
 
 from assay import logs
+from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
 from assay.settings import Settings
-from contracts.config import Config, ConfigError, config_json_schema, load_config
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def main(log_level: str | None) -> None:
 @click.argument("config_dir", type=click.Path(path_type=Path), required=False)
 def check(config_dir: Path | None) -> None:
     """Validate a config folder; exit non-zero naming the file and JSON path of each problem."""
-    from processors.plan import build_plan
+    from assay.processors.plan import build_plan
 
     folder = config_dir or Settings.from_env().config_dir
     try:
@@ -223,8 +223,8 @@ def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float)
 
     from assay.ops.lag_view import render_json, render_table, watch
     from assay.runner import LAYERS
-    from streams.keys import Keys
-    from streams.lag import LagTracker, by_channel
+    from assay.streams.keys import Keys
+    from assay.streams.lag import LagTracker, by_channel
 
     settings = Settings.from_env()
     config = _load(config_dir or settings.config_dir)
@@ -260,9 +260,9 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
     import asyncpg
     import redis.asyncio as aioredis
 
-    from db import report
-    from streams.keys import Keys
-    from streams.windows import WindowStore
+    from assay.db import report
+    from assay.streams.keys import Keys
+    from assay.streams.windows import WindowStore
 
     settings = Settings.from_env()
     config = _load(config_dir or settings.config_dir)

@@ -11,10 +11,10 @@ import msgspec
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from contracts.config import load_config
-from contracts.messages import Scalar
-from streams.keys import Keys
-from streams.producer import Producer, ProducerError, TableTarget
+from assay.contracts.config import load_config
+from assay.contracts.messages import Scalar
+from assay.streams.keys import Keys
+from assay.streams.producer import Producer, ProducerError, TableTarget
 
 
 @dataclass(frozen=True)

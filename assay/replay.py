@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 
+from assay.contracts.messages import Record
+from assay.db import quarantine
 from assay.runner import Context
-from contracts.messages import Record
-from db import quarantine
-from streams.producer import Producer
+from assay.streams.producer import Producer
 
 
 class Held(msgspec.Struct, frozen=True):

@@ -14,22 +14,22 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from assay.contracts.config import load_config
+from assay.db import pool as db_pool
+from assay.db.schema import migrate
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
 from assay.ops.notify import environment_name
 from assay.ops.observe import worker_observer
-from contracts.config import load_config
-from db import pool as db_pool
-from db.schema import migrate
-from processors.barrier import BarrierProcessor
-from processors.bronze import BronzeProcessor
-from processors.gold import GoldProcessor
-from processors.plan import Plan, build_plan
-from processors.silver import SilverProcessor
-from streams import keys as channels
-from streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
-from streams.keys import Keys
-from streams.windows import WindowStore
+from assay.processors.barrier import BarrierProcessor
+from assay.processors.bronze import BronzeProcessor
+from assay.processors.gold import GoldProcessor
+from assay.processors.plan import Plan, build_plan
+from assay.processors.silver import SilverProcessor
+from assay.streams import keys as channels
+from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
+from assay.streams.keys import Keys
+from assay.streams.windows import WindowStore
 
 log = structlog.get_logger("assay.runner")
 

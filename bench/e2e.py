@@ -40,12 +40,12 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from assay.contracts.messages import Record, Scalar
+from assay.db.ident import qualified, quote
 from assay.runner import LAYERS as CHANNELS
 from assay.runner import open_context
-from contracts.messages import Record, Scalar
-from db.ident import qualified, quote
-from streams.keys import Keys
-from streams.producer import Producer, TableTarget
+from assay.streams.keys import Keys
+from assay.streams.producer import Producer, TableTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "erp_order_line"

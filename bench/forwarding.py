@@ -18,8 +18,8 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from contracts.messages import Record, RecordBatch
-from streams.codec import decode_entry, encode, flatten
+from assay.contracts.messages import Record, RecordBatch
+from assay.streams.codec import decode_entry, encode, flatten
 
 
 def records(n: int) -> list[Record]:

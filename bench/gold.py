@@ -44,16 +44,16 @@ import msgspec
 import redis.asyncio as aioredis
 
 from assay import logs
+from assay.contracts.config import load_config
+from assay.contracts.messages import WindowEvent
+from assay.db.gold import TableSync
+from assay.db.ident import quote
+from assay.db.schema import migrate
+from assay.processors.plan import Plan, build_plan
 from assay.runner import Context, make_consumer
-from contracts.config import load_config
-from contracts.messages import WindowEvent
-from db.gold import TableSync
-from db.ident import quote
-from db.schema import migrate
-from processors.plan import Plan, build_plan
-from streams import keys as channels
-from streams.codec import encode
-from streams.keys import Keys
+from assay.streams import keys as channels
+from assay.streams.codec import encode
+from assay.streams.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "gold.md"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.runner import Context, make_consumer, open_context
-from streams.producer import Producer, TableTarget
+from assay.streams.producer import Producer, TableTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processors.validation import AssayValidator, compile_schema
+from assay.processors.validation import AssayValidator, compile_schema
 
 SCHEMA: dict[str, Any] = {
     "order_id": {"type": "integer", "coerce": "integer", "required": True, "min": 1},
@@ -161,7 +161,7 @@ def main() -> None:
 
 
 def _cerberus_result(validator: AssayValidator, record: dict[str, Any]) -> Any:
-    from processors.validation import ValidationResult
+    from assay.processors.validation import ValidationResult
 
     ok = validator.validate(record)
     return ValidationResult(ok, validator.document if ok else None, validator.errors)

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts.formulas import Formula
-from contracts.gold import GoldConfig
-from contracts.ops import AlertsConfig, NotificationsConfig
+from assay.contracts.formulas import Formula
+from assay.contracts.gold import GoldConfig
+from assay.contracts.ops import AlertsConfig, NotificationsConfig
 
 ColumnType = Literal["text", "integer", "number", "date", "timestamp", "boolean"]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from db.ident import qualified
-from db.schema import TableShape
+from assay.db.ident import qualified
+from assay.db.schema import TableShape
 
 SHAPE = TableShape(
     "_rows",

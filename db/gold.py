@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from db.ident import literal, qualified, quote
-from db.schema import TableShape, View
+from assay.db.ident import literal, qualified, quote
+from assay.db.schema import TableShape, View
 
 GOLD_META = {"_division": "text", "_window": "text"}
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from contracts.gold import Kpi
-from db.ident import qualified, quote
-from db.schema import TableShape
+from assay.contracts.gold import Kpi
+from assay.db.ident import qualified, quote
+from assay.db.schema import TableShape
 
 MEASURES = {
     "shipped_qty": "numeric",

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 
-from contracts.errors import TransientError
+from assay.contracts.errors import TransientError
 
 log = structlog.get_logger("assay.db")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from db.ident import qualified
-from db.schema import TableShape
+from assay.db.ident import qualified
+from assay.db.schema import TableShape
 
 SHAPE = TableShape(
     "quarantine",

@@ -7,10 +7,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from contracts.gold import Linkage
-from db.ident import qualified, quote
-from streams import keys as channels
-from streams.keys import Keys
+from assay.contracts.gold import Linkage
+from assay.db.ident import qualified, quote
+from assay.streams import keys as channels
+from assay.streams.keys import Keys
 
 
 async def kpi_rows(pool: asyncpg.Pool, schema: str, kpi: str, names: dict[str, str]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from db.ident import qualified, quote
+from assay.db.ident import qualified, quote
 
 SAFE_WIDENINGS = {
     ("bigint", "numeric"),

@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from db.ident import SQL_TYPES, qualified, quote
-from db.schema import TableShape
+from assay.db.ident import SQL_TYPES, qualified, quote
+from assay.db.schema import TableShape
 
 META_COLUMNS = {"_division": "text", "_window": "text", "_row": "bigint", "_entry": "text",
                 "_deleted": "boolean"}

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from contracts.config import Config
-from contracts.messages import Accounted, DeadLetter, TableEnd
-from streams.codec import Item
-from streams.consumer import Output
-from streams.windows import Transition, WindowPolicy, WindowStore
+from assay.contracts.config import Config
+from assay.contracts.messages import Accounted, DeadLetter, TableEnd
+from assay.streams.codec import Item
+from assay.streams.consumer import Output
+from assay.streams.windows import Transition, WindowPolicy, WindowStore
 
 log = structlog.get_logger("assay.barrier")
 

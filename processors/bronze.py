@@ -16,15 +16,23 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from contracts.messages import Accounted, Landed, LandedBatch, Message, Record, Scalar, TableEnd
-from db import accounting, quarantine
-from db.bronze import BronzeWriter
-from db.pool import transaction
-from processors.formulas import FormulaError
-from processors.plan import Plan
-from streams import keys as channels
-from streams.codec import Item
-from streams.consumer import Output
+from assay.contracts.messages import (
+    Accounted,
+    Landed,
+    LandedBatch,
+    Message,
+    Record,
+    Scalar,
+    TableEnd,
+)
+from assay.db import accounting, quarantine
+from assay.db.bronze import BronzeWriter
+from assay.db.pool import transaction
+from assay.processors.formulas import FormulaError
+from assay.processors.plan import Plan
+from assay.streams import keys as channels
+from assay.streams.codec import Item
+from assay.streams.consumer import Output
 
 Clock = Callable[[], float]
 

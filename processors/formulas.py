@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import pint
 
-from contracts.formulas import (
+from assay.contracts.formulas import (
     Add,
     Coalesce,
     Concat,

@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import structlog
 
-from contracts.messages import WindowEvent
-from db import silver
-from db.gold import record_applied, serialise, use_work_mem
-from db.pool import transaction
-from processors.plan import Plan
-from streams.codec import Item
-from streams.consumer import Output
+from assay.contracts.messages import WindowEvent
+from assay.db import silver
+from assay.db.gold import record_applied, serialise, use_work_mem
+from assay.db.pool import transaction
+from assay.processors.plan import Plan
+from assay.streams.codec import Item
+from assay.streams.consumer import Output
 
 log = structlog.get_logger("assay.gold")
 

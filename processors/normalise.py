@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from contracts.config import Normalise, TableConfig
+from assay.contracts.config import Normalise, TableConfig
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.config import Config, ConfigError, TableConfig
-from db import accounting, quarantine
-from db.bronze import bronze_shape
-from db.gold import (
+from assay.contracts.config import Config, ConfigError, TableConfig
+from assay.db import accounting, quarantine
+from assay.db.bronze import bronze_shape
+from assay.db.gold import (
     APPLIED,
     AccountLookup,
     AccountMoves,
@@ -21,12 +21,12 @@ from db.gold import (
     gold_shape,
     unmatched_view,
 )
-from db.kpi import KpiSql, kpi_shape
-from db.schema import TableShape, View
-from db.silver import silver_shape
-from processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
-from processors.normalise import RowCleaner
-from processors.validation import (
+from assay.db.kpi import KpiSql, kpi_shape
+from assay.db.schema import TableShape, View
+from assay.db.silver import silver_shape
+from assay.processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
+from assay.processors.normalise import RowCleaner
+from assay.processors.validation import (
     AssayValidator,
     CompiledValidator,
     SchemaError,

@@ -16,15 +16,15 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from contracts.messages import Accounted, Landed, TableEnd
-from db import accounting, quarantine
-from db.pool import transaction
-from db.silver import SilverWriter
-from processors.normalise import CoercionError
-from processors.plan import Plan, TablePlan
-from streams import keys as channels
-from streams.codec import Item
-from streams.consumer import Output
+from assay.contracts.messages import Accounted, Landed, TableEnd
+from assay.db import accounting, quarantine
+from assay.db.pool import transaction
+from assay.db.silver import SilverWriter
+from assay.processors.normalise import CoercionError
+from assay.processors.plan import Plan, TablePlan
+from assay.streams import keys as channels
+from assay.streams.codec import Item
+from assay.streams.consumer import Output
 
 Clock = Callable[[], float]
 

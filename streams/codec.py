@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from contracts.messages import (
+from assay.contracts.messages import (
     LandedBatch,
     Message,
     RecordBatch,

@@ -26,12 +26,12 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
-from contracts.errors import TransientError
-from contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
-from streams import keys as channels
-from streams.backlog import backlog
-from streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
-from streams.keys import Keys
+from assay.contracts.errors import TransientError
+from assay.contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
+from assay.streams import keys as channels
+from assay.streams.backlog import backlog
+from assay.streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
+from assay.streams.keys import Keys
 
 log = structlog.get_logger("assay.streams")
 

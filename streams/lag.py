@@ -17,8 +17,8 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from streams import keys as channels
-from streams.keys import Keys
+from assay.streams import keys as channels
+from assay.streams.keys import Keys
 
 LagSource = Literal["xinfo", "range", "range_bounded"]
 """``xinfo``: Redis's own figure; ``range``: counted; ``range_bounded``: at least this many."""

@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
-from contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
-from streams import keys as channels
-from streams.backlog import backlog
-from streams.codec import encode
-from streams.keys import Keys
+from assay.contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
+from assay.streams import keys as channels
+from assay.streams.backlog import backlog
+from assay.streams.codec import encode
+from assay.streams.keys import Keys
 
 log = structlog.get_logger("assay.producer")
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import keys as channels
-from streams.keys import Keys
+from assay.streams import keys as channels
+from assay.streams.keys import Keys
 
 _CHECK = """
 local function check(h, expected)

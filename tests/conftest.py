@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from assay import logs
+from assay.contracts.config import Config, load_config
 from assay.runner import Context, open_context
-from contracts.config import Config, load_config
-from streams.keys import Keys
+from assay.streams.keys import Keys
 
 logs.configure(level=os.environ.get("ASSAY_TEST_LOG_LEVEL", "WARNING"), json=False)
 

@@ -10,13 +10,8 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from assay.ops.alerts import Alerts, AlertStore
-from assay.ops.metrics import Metrics
-from assay.ops.monitor import Monitor, serve
-from assay.ops.notify import Notifier, from_batch
-from assay.ops.observe import worker_observer
-from contracts.messages import WindowEvent
-from contracts.ops import (
+from assay.contracts.messages import WindowEvent
+from assay.contracts.ops import (
     AlertsConfig,
     BatchFailed,
     ConsumerIdle,
@@ -27,10 +22,15 @@ from contracts.ops import (
     WebhookConfig,
     WindowTimedOut,
 )
-from streams.codec import encode
-from streams.consumer import BatchResult, RuntimeSettings
-from streams.keys import INGEST, WINDOWS, Keys
-from streams.lag import ConsumerLag, DeadLetters, GroupLag, LagReport, LagTracker, StreamLag
+from assay.ops.alerts import Alerts, AlertStore
+from assay.ops.metrics import Metrics
+from assay.ops.monitor import Monitor, serve
+from assay.ops.notify import Notifier, from_batch
+from assay.ops.observe import worker_observer
+from assay.streams.codec import encode
+from assay.streams.consumer import BatchResult, RuntimeSettings
+from assay.streams.keys import INGEST, WINDOWS, Keys
+from assay.streams.lag import ConsumerLag, DeadLetters, GroupLag, LagReport, LagTracker, StreamLag
 from tests.ops_helpers import HttpReceiver, captured_logs, events
 
 READERS = {INGEST: ["bronze"]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from assay.runner import Context, make_consumer
-from streams import keys as channels
-from streams.backlog import backlog
-from streams.consumer import RuntimeSettings
-from streams.producer import Producer, TableTarget
+from assay.streams import keys as channels
+from assay.streams.backlog import backlog
+from assay.streams.consumer import RuntimeSettings
+from assay.streams.producer import Producer, TableTarget
 from tests.conftest import item_rows
 
 

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from assay.contracts.messages import (
+    Accounted,
+    DeadLetter,
+    Message,
+    TableEnd,
+    WindowEvent,
+    json_decoder,
+)
 from assay.runner import Context, make_consumer
-from contracts.messages import Accounted, DeadLetter, Message, TableEnd, WindowEvent, json_decoder
-from streams import keys as channels
-from streams.codec import encode
+from assay.streams import keys as channels
+from assay.streams.codec import encode
 from tests.conftest import OpenContext
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from contracts.config import ConfigError, config_json_schema, load_config
-from processors.plan import build_plan
+from assay.contracts.config import ConfigError, config_json_schema, load_config
+from assay.processors.plan import build_plan
 from tests.conftest import ITEM_TABLE, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from assay.contracts.config import Normalise, TableConfig
+from assay.contracts.messages import Record, TableEnd, json_decoder, msgpack_decoder
 from assay.logs import redact
-from contracts.config import Normalise, TableConfig
-from contracts.messages import Record, TableEnd, json_decoder, msgpack_decoder
-from processors.normalise import CoercionError, RowCleaner
+from assay.processors.normalise import CoercionError, RowCleaner
 
 
 def test_a_newer_writer_with_added_fields_is_still_read() -> None:

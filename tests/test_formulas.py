@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.formulas import Concat, Formulas, Operand
-from processors.formulas import (
+from assay.contracts.formulas import Concat, Formulas, Operand
+from assay.processors.formulas import (
     MASS_UNITS,
     CompiledFormulas,
     FormulaConfigError,

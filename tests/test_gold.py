@@ -22,20 +22,20 @@ from typing import Any
 
 import pytest
 
-import db.gold
+import assay.db.gold
+from assay.contracts.messages import msgpack_decoder
+from assay.contracts.ops import WindowNotApplied
+from assay.db.schema import index_name
 from assay.ops.alerts import Alerts
 from assay.ops.gold_watch import GoldWatch
 from assay.ops.metrics import Metrics
 from assay.ops.monitor import Monitor
+from assay.processors.gold import GoldProcessor
 from assay.runner import Context, make_consumer
-from contracts.messages import msgpack_decoder
-from contracts.ops import WindowNotApplied
-from db.schema import index_name
-from processors.gold import GoldProcessor
-from streams import keys as channels
-from streams.lag import LagTracker
-from streams.producer import Producer, TableTarget
-from streams.windows import WindowStore
+from assay.streams import keys as channels
+from assay.streams.lag import LagTracker
+from assay.streams.producer import Producer, TableTarget
+from assay.streams.windows import WindowStore
 from tests.conftest import OpenContext
 from tests.ops_helpers import captured_logs, events
 
@@ -322,7 +322,7 @@ async def test_a_window_applied_while_another_holds_its_account_still_links(
     async with ctx.pool.acquire() as other:
         transaction = other.transaction()
         await transaction.start()
-        await db.gold.serialise(other, ctx.plan.schema)
+        await assay.db.gold.serialise(other, ctx.plan.schema)
         await other.execute(
             f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, "_division",'
             " \"_window\") VALUES ('CRM-1', ' aw00000001', 'west', '2024-01')")
@@ -627,7 +627,7 @@ async def test_no_gold_statement_uses_ilike_or_a_leading_wildcard(ctx: Context) 
                    (link.relink, link.missing)]
     statements += [view.select for view in gold_plan.views]
     statements += [i for shape in gold_plan.shapes for i in shape.indexes]
-    statements += sql_literals(db.gold)  # also the statements run() builds inline
+    statements += sql_literals(assay.db.gold)  # also the statements run() builds inline
     unindexable = re.compile(r"\bI?LIKE\b|~~|\bSIMILAR\b|'%", re.IGNORECASE)
     assert [s for s in statements if unindexable.search(s)] == []
-    assert any("gold_link_unmatched" in s for s in sql_literals(db.gold))
+    assert any("gold_link_unmatched" in s for s in sql_literals(assay.db.gold))

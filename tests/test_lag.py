@@ -8,8 +8,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from assay.ops.lag_view import CLEAR, render_json, render_table, watch
-from streams.keys import BRONZE, DEAD, INGEST, Keys
-from streams.lag import (
+from assay.streams.keys import BRONZE, DEAD, INGEST, Keys
+from assay.streams.lag import (
     ConsumerLag,
     DeadLetters,
     GroupLag,

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from assay.ops.metrics import Metrics, MetricsServer, entry_seconds, start_metrics_server
 from assay.ops.notify import Notifier
 from assay.ops.observe import BatchObserver
-from streams.consumer import BatchResult
-from streams.keys import INGEST, Keys
-from streams.lag import LagReport, snapshot
+from assay.streams.consumer import BatchResult
+from assay.streams.keys import INGEST, Keys
+from assay.streams.lag import LagReport, snapshot
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,6 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from assay.contracts.config import ConfigError
+from assay.contracts.messages import WindowEvent
+from assay.contracts.ops import EmailConfig, NotificationsConfig, WebhookConfig
 from assay.ops.notify import (
     Notifier,
     batch_counts,
@@ -19,10 +22,7 @@ from assay.ops.notify import (
     render_line,
 )
 from assay.ops.observe import BatchObserver
-from contracts.config import ConfigError
-from contracts.messages import WindowEvent
-from contracts.ops import EmailConfig, NotificationsConfig, WebhookConfig
-from streams.consumer import BatchResult
+from assay.streams.consumer import BatchResult
 from tests.ops_helpers import (
     HttpReceiver,
     captured_logs,

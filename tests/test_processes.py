@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from assay.runner import Context, make_consumer
-from streams import keys as channels
-from streams.consumer import RuntimeSettings
-from streams.producer import Producer, TableTarget
+from assay.streams import keys as channels
+from assay.streams.consumer import RuntimeSettings
+from assay.streams.producer import Producer, TableTarget
 from tests.conftest import OpenContext, item_rows, write_config
 
 

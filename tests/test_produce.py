@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from contracts.messages import Record, RecordBatch, TableEnd, msgpack_decoder
-from streams import keys as channels
-from streams.keys import Keys
+from assay.contracts.messages import Record, RecordBatch, TableEnd, msgpack_decoder
+from assay.streams import keys as channels
+from assay.streams.keys import Keys
 
 
 def produce(args: list[str], config_dir: Path, redis_url: str, database_url: str,

@@ -12,9 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from assay.runner import Context, make_consumer, open_context
-from contracts.errors import TransientError
-from contracts.messages import (
+from assay.contracts.errors import TransientError
+from assay.contracts.messages import (
     DeadLetter,
     LandedBatch,
     Record,
@@ -22,11 +21,12 @@ from contracts.messages import (
     TableEnd,
     msgpack_decoder,
 )
-from streams import keys as channels
-from streams.codec import Item, encode
-from streams.consumer import Consumer, Output, RuntimeSettings
-from streams.keys import Keys
-from streams.producer import Producer, TableTarget
+from assay.runner import Context, make_consumer, open_context
+from assay.streams import keys as channels
+from assay.streams.codec import Item, encode
+from assay.streams.consumer import Consumer, Output, RuntimeSettings
+from assay.streams.keys import Keys
+from assay.streams.producer import Producer, TableTarget
 from tests.conftest import item_rows
 
 

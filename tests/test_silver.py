@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from assay.contracts.messages import Accounted, DeadLetter, TableEnd, msgpack_decoder
 from assay.runner import Context, make_consumer, open_context
-from contracts.messages import Accounted, DeadLetter, TableEnd, msgpack_decoder
-from streams import keys as channels
-from streams.producer import Producer, TableTarget
+from assay.streams import keys as channels
+from assay.streams.producer import Producer, TableTarget
 from tests.conftest import OpenContext
 
 CUSTOMER: dict[str, Any] = {
@@ -201,7 +201,7 @@ async def test_a_column_added_in_config_appears_without_losing_data(
 
 async def test_a_lossy_type_change_is_refused(
         ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
-    from db.schema import MigrationError
+    from assay.db.schema import MigrationError
 
     folder = tmp_path / "config"
     data = json.loads((folder / "c.json").read_text())
@@ -238,7 +238,7 @@ async def test_quarantined_rows_are_replayed_once_the_config_is_fixed(
 
 
 async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
-    from streams.consumer import RuntimeSettings
+    from assay.streams.consumer import RuntimeSettings
 
     for window in ("w1", "w2", "w3"):  # the same 200 keys in every window
         await send(ctx, [person(i, name=f"{window} {i}") for i in range(1, 201)], window=window)
@@ -256,7 +256,7 @@ async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
 
 
 async def test_end_to_end_latency_is_observed_per_record(ctx: Context) -> None:
-    from processors.silver import SilverProcessor
+    from assay.processors.silver import SilverProcessor
 
     seen: list[float] = []
     await send(ctx, [person(i) for i in range(1, 31)])

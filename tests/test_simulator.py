@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from assay.contracts.config import Config, load_config
 from assay.demo import reference
 from assay.demo.simulator import (
     DEFAULT_DATA_DIR,
@@ -23,7 +24,6 @@ from assay.demo.simulator import (
     SourceError,
     read_table,
 )
-from contracts.config import Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DIVISIONS = {"north_america": "North America", "europe": "Europe", "pacific": "Pacific"}

@@ -17,7 +17,7 @@ import pytest
 from cerberus import DocumentError
 from structlog.testing import capture_logs
 
-from processors.validation import (
+from assay.processors.validation import (
     AssayValidator,
     CompiledValidator,
     SchemaError,
@@ -485,8 +485,8 @@ def test_a_coercer_refuses_with_a_readable_reason(coercer: Any, value: Any, mess
 def test_the_demo_config_compiles_without_fallback() -> None:
     from pathlib import Path
 
-    from contracts.config import load_config
-    from processors.plan import build_plan
+    from assay.contracts.config import load_config
+    from assay.processors.plan import build_plan
 
     plan = build_plan(load_config(Path(__file__).resolve().parents[1] / "config"))
     validators = {n: t.validator for n, t in plan.tables.items() if t.validator is not None}

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.validation import SUPPORTED_RULES, AssayValidator, SchemaError, compile_schema
+from assay.processors.validation import SUPPORTED_RULES, AssayValidator, SchemaError, compile_schema
 
 DOCUMENTS = int(os.environ.get("ASSAY_HYPOTHESIS_EXAMPLES", "20000"))
 pytestmark = pytest.mark.timeout(max(300, DOCUMENTS // 100))

@@ -21,11 +21,11 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
+from assay.db import report
 from assay.demo.simulator import Simulator
 from assay.runner import Context, open_context
-from db import report
-from streams.producer import Producer, TableTarget
-from streams.windows import WindowStore
+from assay.streams.producer import Producer, TableTarget
+from assay.streams.windows import WindowStore
 
 log = structlog.get_logger("assay.demo")
 

@@ -78,7 +78,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from contracts.messages import Scalar
+from assay.contracts.messages import Scalar
 
 Row = dict[str, Scalar]
 

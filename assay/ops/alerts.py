@@ -21,11 +21,8 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
-from assay.ops.gold_watch import Unapplied
-from assay.ops.metrics import Metrics
-from assay.ops.notify import AlertNotice, Notification, Notifier
-from contracts.messages import WindowEvent
-from contracts.ops import (
+from assay.contracts.messages import WindowEvent
+from assay.contracts.ops import (
     AlertRule,
     BatchFailed,
     ConsumerIdle,
@@ -36,8 +33,11 @@ from contracts.ops import (
     WindowNotApplied,
     WindowTimedOut,
 )
-from streams.consumer import TRANSIENT
-from streams.lag import GroupLag, LagReport, StreamLag
+from assay.ops.gold_watch import Unapplied
+from assay.ops.metrics import Metrics
+from assay.ops.notify import AlertNotice, Notification, Notifier
+from assay.streams.consumer import TRANSIENT
+from assay.streams.lag import GroupLag, LagReport, StreamLag
 
 log = structlog.get_logger("assay.alerts")
 

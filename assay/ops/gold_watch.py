@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from db.gold import applied_among
-from streams.windows import WindowStore
+from assay.db.gold import applied_among
+from assay.streams.windows import WindowStore
 
 DUE = {"completed", "partial"}
 """Barrier states of a window Gold applies (an amendment leaves one of them too)."""

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import msgspec
 
-from streams.lag import GroupLag, LagReport
+from assay.streams.lag import GroupLag, LagReport
 
 CLEAR = "\x1b[H\x1b[2J"
 """ANSI: cursor home, clear screen."""

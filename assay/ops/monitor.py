@@ -16,17 +16,17 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from assay.contracts.ops import AlertsConfig, NotificationsConfig
 from assay.ops.alerts import Alerts, AlertStore
 from assay.ops.gold_watch import GoldWatch
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.notify import Notifier
 from assay.ops.observe import WindowWatcher
-from contracts.ops import AlertsConfig, NotificationsConfig
-from streams import keys as channels
-from streams.consumer import TRANSIENT, Consumer, RuntimeSettings
-from streams.keys import Keys
-from streams.lag import LagReport, LagTracker, by_channel
-from streams.windows import WindowStore
+from assay.streams import keys as channels
+from assay.streams.consumer import TRANSIENT, Consumer, RuntimeSettings
+from assay.streams.keys import Keys
+from assay.streams.lag import LagReport, LagTracker, by_channel
+from assay.streams.windows import WindowStore
 
 log = structlog.get_logger("assay.monitor")
 

@@ -24,10 +24,10 @@ from typing import Any, Literal
 import msgspec
 import structlog
 
-from contracts.config import ConfigError
-from contracts.messages import WindowEvent
-from contracts.ops import EmailConfig, NotificationsConfig, WebhookConfig
-from streams.consumer import BatchResult
+from assay.contracts.config import ConfigError
+from assay.contracts.messages import WindowEvent
+from assay.contracts.ops import EmailConfig, NotificationsConfig, WebhookConfig
+from assay.streams.consumer import BatchResult
 
 log = structlog.get_logger("assay.notify")
 

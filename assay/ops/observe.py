@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
+from assay.contracts.messages import WindowEvent
+from assay.contracts.ops import AlertsConfig, BatchFailed, NotificationsConfig
 from assay.ops.alerts import Alerts
 from assay.ops.metrics import Metrics
 from assay.ops.notify import Notification, Notifier, from_result, from_window
-from contracts.messages import WindowEvent
-from contracts.ops import AlertsConfig, BatchFailed, NotificationsConfig
-from streams.codec import Item
-from streams.consumer import BatchResult, Output
+from assay.streams.codec import Item
+from assay.streams.consumer import BatchResult, Output
 
 log = structlog.get_logger("assay.observe")
 

@@ -6,9 +6,9 @@ same ``ok``, normalised document and ``errors`` tree as ``AssayValidator`` (a Ce
 ``Validator``), some hundred times faster. Whatever is not compiled is run by Cerberus.
 """
 
-from processors.validation.compiled import CompiledValidator, ValidationResult, compile_schema
-from processors.validation.reference import AssayValidator
-from processors.validation.schema import SUPPORTED_RULES, SchemaError
+from assay.processors.validation.compiled import CompiledValidator, ValidationResult, compile_schema
+from assay.processors.validation.reference import AssayValidator
+from assay.processors.validation.schema import SUPPORTED_RULES, SchemaError
 
 __all__ = [
     "SUPPORTED_RULES",

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 from cerberus import errors
 
-from processors.validation import runtime
-from processors.validation.reference import AssayValidator
-from processors.validation.schema import (
+from assay.processors.validation import runtime
+from assay.processors.validation.reference import AssayValidator
+from assay.processors.validation.schema import (
     RULE_NAMES,
     Context,
     anchored_regex,

@@ -11,10 +11,10 @@ import cerberus
 import msgspec
 import structlog
 
-from processors.validation import runtime
-from processors.validation.codegen import Program, generate
-from processors.validation.reference import AssayValidator
-from processors.validation.schema import Context, SchemaError, unsupported_rules
+from assay.processors.validation import runtime
+from assay.processors.validation.codegen import Program, generate
+from assay.processors.validation.reference import AssayValidator
+from assay.processors.validation.schema import Context, SchemaError, unsupported_rules
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import cerberus
 from cerberus import TypeDefinition
 
-from processors.validation import coercers
+from assay.processors.validation import coercers
 
 
 class AssayValidator(cerberus.Validator):

@@ -10,7 +10,7 @@ from typing import Any
 
 from cerberus import SchemaError as CerberusSchemaError
 
-from processors.validation.reference import AssayValidator
+from assay.processors.validation.reference import AssayValidator
 
 SUPPORTED_RULES = frozenset({
     "allow_unknown", "allowed", "coerce", "default", "empty", "forbidden", "items", "max",
