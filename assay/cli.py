@@ -317,31 +317,43 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
 
 @main.command()
 @_config_option
-@click.option("--table", default=None)
 @click.option("--division", default=None)
 @click.option("--window", default=None)
-@click.option("--dry-run", is_flag=True, help="Only count what would be re-driven.")
-def replay(config_dir: Path | None, table: str | None, division: str | None,
-           window: str | None, dry_run: bool) -> None:
-    """Re-drive quarantined rows through the pipeline (after fixing config or data)."""
+@click.option("--table", default=None)
+@click.option("--rule", default=None, help="Only rows quarantined by this rule (max, type, ...).")
+@click.option("--key", default=None, help="Only the row with this key (parts joined by '|').")
+@click.option("--dry-run", is_flag=True, help="Only show what would be re-driven.")
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the running layers to process the rows (0: don't).")
+def replay(config_dir: Path | None, division: str | None, window: str | None,
+           table: str | None, rule: str | None, key: str | None, dry_run: bool,
+           wait_s: float) -> None:
+    """Re-drive quarantined rows through the pipeline (after fixing config or data); their
+    windows are restated and Gold applies them again. Reports per window what moved."""
+    from assay.replay import Filters, Report, follow
     from assay.replay import replay as replay_rows
     from assay.runner import open_context
 
     settings = Settings.from_env()
+    filters = Filters(division=division, window=window, table=table, rule=rule, key=key)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
-        async def go() -> int:
+        async def go() -> Report:
             ctx = await open_context(config_dir or settings.config_dir, redis_url,
                                      database_url, settings.key_prefix)
             try:
-                return await replay_rows(ctx, table=table, division=division, window=window,
-                                         dry_run=dry_run)
+                report = await replay_rows(ctx, filters, dry_run=dry_run)
+                if dry_run or wait_s <= 0:
+                    return report
+                return await follow(ctx, report, wait_s)
             finally:
                 await ctx.close()
 
-        count = _run(go())
-    click.echo(f"{'would re-drive' if dry_run else 're-driven'}: {count} quarantined rows")
+        report = _run(go())
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"{'would re-drive' if dry_run else 're-driven'}: {report.rows} quarantined rows")
 
 
 @main.group()
