@@ -43,7 +43,21 @@ def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str
 
 
 def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    """Run a command's coroutine; a bad config or a schema the config cannot be applied to
+    ends it with one line per problem and exit 1, never a traceback."""
+    from assay.db.schema import MigrationError
+
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+    except MigrationError as exc:
+        for change in exc.refused:
+            click.echo(f"error: {change.line()}", err=True)
+        click.echo("error: the database does not match the config; run `assay migrate"
+                   " --dry-run` to see every difference", err=True)
+    sys.exit(1)
 
 
 @click.group()
@@ -79,20 +93,39 @@ def schema_cmd() -> None:
 @main.command()
 @_config_option
 @_keep_option
-def migrate(config_dir: Path | None, keep_running: bool) -> None:
-    """Create or extend the tables the config describes; refuse changes that lose data."""
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--drop", is_flag=True, help="Drop tables and columns no longer in the config.")
+def migrate(config_dir: Path | None, keep_running: bool, dry_run: bool, drop: bool) -> None:
+    """Compare config and database, print the plan (one line per change) and apply it:
+    additive changes and safe widenings; a change that could lose data is refused (exit 1)."""
+    from assay.db.schema import MigrationPlan
+    from assay.db.schema import migrate as migrate_schema
     from assay.runner import open_context
 
     settings = Settings.from_env()
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running)
 
-        async def go() -> None:
+        async def go() -> MigrationPlan:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
-                                     settings.key_prefix)
-            await ctx.close()
+                                     settings.key_prefix, migrate_schema=False)
+            try:
+                plan = ctx.plan
+                async with ctx.pool.acquire() as conn:
+                    return await migrate_schema(conn, plan.schema, plan.shapes(),
+                                                plan.gold.views, drop=drop, dry_run=dry_run,
+                                                strict=False)
+            finally:
+                await ctx.close()
 
-        _run(go())
+        result = _run(go())
+    for line in result.lines():
+        click.echo(line)
+    if not result.changes:
+        click.echo("nothing to change: the database matches the config")
+    elif dry_run:
+        click.echo("dry run: nothing changed")
+    sys.exit(1 if result.refused else 0)
 
 
 @main.command()

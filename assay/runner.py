@@ -16,7 +16,7 @@ import structlog
 
 from assay.contracts.config import load_config
 from assay.db import pool as db_pool
-from assay.db.schema import migrate
+from assay.db.schema import MigrationError, migrate
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
 from assay.ops.notify import environment_name
@@ -67,8 +67,10 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,
-                       key_prefix: str = "assay") -> Context:
-    """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate."""
+                       key_prefix: str = "assay", *, migrate_schema: bool = True) -> Context:
+    """Load and compile the config, connect, warn about a Redis that keeps nothing, and
+    (unless ``migrate_schema`` is false) apply the additive schema changes the config
+    needs; a change that could lose data raises ``MigrationError`` and changes nothing."""
     plan = build_plan(load_config(config_dir))
     client = aioredis.from_url(redis_url, health_check_interval=30,
                                client_name=f"assay-{key_prefix}")
@@ -80,14 +82,22 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
         await client.aclose()
         raise
     try:
-        async with pool.acquire() as conn:
-            changes = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+        if migrate_schema:
+            async with pool.acquire() as conn:
+                done = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+            if done.pending or done.views:
+                log.info("schema_migrated", changes=[c.line() for c in done.pending],
+                         views=done.views)
+    except MigrationError as exc:
+        log.error("schema_mismatch", refused=[c.line() for c in exc.refused],
+                  run="assay migrate --dry-run")
+        await pool.close()
+        await client.aclose()
+        raise
     except BaseException:
         await pool.close()
         await client.aclose()
         raise
-    if changes:
-        log.info("schema_migrated", changes=changes)
     return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
