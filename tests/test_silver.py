@@ -207,7 +207,7 @@ async def test_a_lossy_type_change_is_refused(
     data = json.loads((folder / "c.json").read_text())
     data["tables"]["customer"]["columns"]["credit"] = "integer"
     (folder / "c.json").write_text(json.dumps(data))
-    with pytest.raises(MigrationError, match="refuse silver_customer.credit numeric → bigint"):
+    with pytest.raises(MigrationError, match=r"refuse silver_customer\.credit numeric → bigint"):
         await open_context(folder, redis_url, database_url, ctx.keys.prefix)
 
 
