@@ -142,11 +142,14 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
     Without REDIS_URL/DATABASE_URL, the embedded servers are started or reused and left
     running for the other layers (``assay services stop`` stops them).
     """
+    from assay.pidfiles import pid_dir
     from assay.runner import LAYERS, open_context, run_layer
+    from assay.services import default_data_dir
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
     settings = Settings.from_env()
+    folder = config_dir or settings.config_dir
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
@@ -155,12 +158,37 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
                                      settings.key_prefix)
             try:
                 return await run_layer(layer, ctx, burst=burst, name=name,
-                                       metrics_port=metrics_port)
+                                       metrics_port=metrics_port, config_dir=folder,
+                                       pids=pid_dir(default_data_dir(), settings.key_prefix))
             finally:
                 await ctx.close()
 
         code = _run(go())
     sys.exit(code)
+
+
+@main.command()
+@_config_option
+def reload(config_dir: Path | None) -> None:
+    """Check the config, then signal every running layer of this data folder (SIGHUP) to
+    switch to it between batches; a layer that cannot logs why and keeps its config."""
+    from assay.pidfiles import pid_dir, signal_layers
+    from assay.processors.plan import build_plan
+    from assay.services import default_data_dir
+
+    settings = Settings.from_env()
+    try:
+        build_plan(load_config(config_dir or settings.config_dir))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo("warning: the layers will refuse this config and keep theirs", err=True)
+    signalled = signal_layers(pid_dir(default_data_dir(), settings.key_prefix))
+    for layer in signalled:
+        click.echo(f"signalled {layer.layer} (pid {layer.pid})")
+    if not signalled:
+        click.echo(f"no running layer found in {default_data_dir()}", err=True)
+        sys.exit(1)
 
 
 @main.command()

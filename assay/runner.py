@@ -21,11 +21,13 @@ from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
 from assay.ops.notify import environment_name
 from assay.ops.observe import worker_observer
+from assay.pidfiles import pidfile
 from assay.processors.barrier import BarrierProcessor
 from assay.processors.bronze import BronzeProcessor
 from assay.processors.gold import GoldProcessor
 from assay.processors.plan import Plan, build_plan
 from assay.processors.silver import SilverProcessor
+from assay.reloading import ReloadingProcessor
 from assay.streams import keys as channels
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
@@ -139,8 +141,10 @@ def make_processor(layer: str, ctx: Context, metrics: Metrics | None = None) -> 
 
 def make_consumer(layer: str, ctx: Context, name: str | None = None,
                   on_batch: Callable[[BatchResult], object] | None = None,
-                  metrics: Metrics | None = None) -> Consumer:
-    return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx, metrics),
+                  metrics: Metrics | None = None, processor: Processor | None = None
+                  ) -> Consumer:
+    processor = processor or make_processor(layer, ctx, metrics)
+    return Consumer(ctx.redis, ctx.keys, processor,
                     divisions=list(ctx.plan.config.divisions), read_channels=LAYERS[layer],
                     settings=runtime_settings(ctx.plan), name=name, on_batch=on_batch)
 
@@ -159,8 +163,22 @@ async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
 
 async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
                     name: str | None = None, tick_interval_s: float = 1.0,
-                    metrics_port: int | None = None) -> int:
-    """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code."""
+                    metrics_port: int | None = None, config_dir: Path | None = None,
+                    pids: Path | None = None) -> int:
+    """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code.
+
+    With ``config_dir``, SIGHUP re-reads the config there and switches to it between
+    batches (``assay.reloading``); with ``pids``, the process announces itself there for
+    ``assay reload``.
+    """
+    with pidfile(pids, layer) if pids is not None else contextlib.nullcontext():
+        return await _run_layer(layer, ctx, burst, grace_s, name, tick_interval_s,
+                                metrics_port, config_dir)
+
+
+async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name: str | None,
+                     tick_interval_s: float, metrics_port: int | None,
+                     config_dir: Path | None) -> int:
     config = ctx.plan.config
     names = {k: d.name for k, d in config.divisions.items()}
     environment = environment_name(config.pipeline.environment)
@@ -169,13 +187,28 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     metrics = Metrics()
     server = start_metrics_server(metrics_port, metrics.registry) if metrics_port else None
     observer = worker_observer(config.notifications, config.alerts, environment, names, metrics)
-    consumer = make_consumer(layer, ctx, name, on_batch=observer, metrics=metrics)
+    processor = make_processor(layer, ctx, metrics)
+    reloading = None
+    if config_dir is not None:
+        reloading = ReloadingProcessor(layer, ctx, config_dir, processor,
+                                       lambda c: make_processor(layer, c, metrics),
+                                       notifier=observer.notifier)
+    consumer = make_consumer(layer, ctx, name, on_batch=observer, processor=reloading or processor)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(consumer.run(burst=burst))
     ticker = None
-    tick = getattr(consumer.processor, "tick", None)
-    if tick is not None and not burst:
+    if hasattr(processor, "tick") and not burst:
+        tick = (reloading or processor).tick
         ticker = asyncio.ensure_future(_tick_until(consumer, tick, tick_interval_s))
+    reloads: set[asyncio.Future[bool]] = set()
+
+    def on_hangup() -> None:
+        if reloading is None:
+            return
+        log.info("config_reload_requested", layer=layer)
+        future = asyncio.ensure_future(reloading.reload())
+        reloads.add(future)
+        future.add_done_callback(reloads.discard)
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("shutdown_requested", layer=layer, signal=sig.name)
@@ -184,6 +217,7 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     log.info("layer_started", layer=layer, consumer=consumer.name, streams=consumer.streams)
     try:
         await task
@@ -192,7 +226,7 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
                     detail="unacked entries stay pending and are reclaimed")
         return 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if ticker is not None:
             consumer.stop()
@@ -214,6 +248,8 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The monitor's notification and alert settings are read at start; a reload leaves it be.
+    loop.add_signal_handler(signal.SIGHUP, log.info, "config_reload_deferred", "monitor")
     try:
         await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
                     notifications=config.notifications, alerts=config.alerts,
@@ -221,6 +257,6 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
                     metrics_port=metrics_port, name=name,
                     gold=(ctx.pool, ctx.plan.schema) if config.gold.tables else None)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
