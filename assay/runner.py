@@ -240,6 +240,12 @@ async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name
     return 0
 
 
+def _monitor_hangup() -> None:
+    """The monitor reads its notification and alert settings at start only."""
+    log.info("config_reload_deferred", layer="monitor",
+             detail="the monitor applies notification and alert changes when restarted")
+
+
 async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, burst: bool,
                        name: str | None, metrics_port: int | None) -> int:
     """The monitor: lag snapshots, alerts, metrics, and a notification per window outcome."""
@@ -248,8 +254,7 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # The monitor's notification and alert settings are read at start; a reload leaves it be.
-    loop.add_signal_handler(signal.SIGHUP, log.info, "config_reload_deferred", "monitor")
+    loop.add_signal_handler(signal.SIGHUP, _monitor_hangup)
     try:
         await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
                     notifications=config.notifications, alerts=config.alerts,

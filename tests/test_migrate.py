@@ -91,3 +91,28 @@ def test_safe_widenings_and_lossy_changes() -> None:
                                                                        "real")]
     assert [is_widening(a, b) for a, b in safe] == [True] * len(safe)
     assert [is_widening(a, b) for a, b in lossy] == [False] * len(lossy)
+
+
+async def test_a_table_gone_from_config_is_kept_unless_dropped(ctx: Context) -> None:
+    from assay.db.schema import TableShape, migrate
+
+    keep = TableShape("t_keep", {"id": "bigint"}, ("id",))
+    gone = TableShape("t_gone", {"id": "bigint", "v": "text"}, ("id",))
+    schema = f"{ctx.plan.schema}_tables"
+    async with ctx.pool.acquire() as conn:
+        try:
+            created = await migrate(conn, schema, [keep, gone])
+            kept = await migrate(conn, schema, [keep])
+            planned = await migrate(conn, schema, [keep], drop=True, dry_run=True)
+            dropped = await migrate(conn, schema, [keep], drop=True)
+            after = await migrate(conn, schema, [keep])
+            tables = {r[0] for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)}
+        finally:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert created.lines() == ["create table t_keep", "create table t_gone"]
+    assert kept.lines() == ["keep table t_gone (not in config; --drop removes it)"]
+    assert planned.lines() == dropped.lines() == ["drop table t_gone"]
+    assert (planned.applied, dropped.applied) == (False, True)
+    assert tables == {"_assay_columns", "t_keep"}
+    assert after.lines() == []
