@@ -177,18 +177,20 @@ def reload(config_dir: Path | None) -> None:
     from assay.services import default_data_dir
 
     settings = Settings.from_env()
+    valid = True
     try:
         build_plan(load_config(config_dir or settings.config_dir))
     except ConfigError as exc:
+        valid = False
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
-        click.echo("warning: the layers will refuse this config and keep theirs", err=True)
+        click.echo("error: the layers will refuse this config and keep theirs", err=True)
     signalled = signal_layers(pid_dir(default_data_dir(), settings.key_prefix))
     for layer in signalled:
         click.echo(f"signalled {layer.layer} (pid {layer.pid})")
     if not signalled:
         click.echo(f"no running layer found in {default_data_dir()}", err=True)
-        sys.exit(1)
+    sys.exit(0 if valid and signalled else 1)
 
 
 @main.command()

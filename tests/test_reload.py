@@ -124,7 +124,8 @@ async def test_a_reload_switches_running_layers_between_batches(
 
         write_tables(config_dir, to="ton")  # refused at check: plain ton is ambiguous
         refused = layers.reload()
-        assert "ambiguous" in refused.stderr and refused.returncode == 0
+        assert "ambiguous" in refused.stderr and refused.returncode == 1
+        assert len(refused.stdout.splitlines()) == 2  # signalled all the same
         await layers.logged("config_reload_refused")
 
         async def alerted() -> bool:
