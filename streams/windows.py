@@ -7,7 +7,8 @@ Per division (all keys share the division's hash tag):
 * ``state:rows:<window>:<table>`` — a bitmap with one bit per row number accounted for;
 * ``state:failed:<window>:<table>`` — the bits of the rows accounted as failed: a failed
   row applied later (re-driven by ``assay replay``) moves from failed to applied once,
-  and its completed window emits ``amended``;
+  and its completed window emits ``amended`` (windows opened before these bits existed use
+  ``state:restated:<window>:<table>``: a re-driven row is restated once);
 * ``state:windows`` — every window by the time it opened; ``state:open`` — the open ones.
 
 A table is complete when each of its row numbers 1..N is accounted for exactly once (a
@@ -69,12 +70,13 @@ end
 
 _ACCOUNT = _CHECK + """
 local h, bm, out, index, openset, fbm = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local restated_bm = KEYS[7]
 local division, window, tbl, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = tonumber(ARGV[7])
 local expected = {}
 for i = 1, n do expected[i] = ARGV[7 + i] end
 if redis.call('HSETNX', h, 'opened_at', now) == 1 then
-  redis.call('HSET', h, 'status', 'open')
+  redis.call('HSET', h, 'status', 'open', 'failed_bits', '1')
   redis.call('ZADD', index, now, window)
   redis.call('ZADD', openset, now, window)
 end
@@ -89,6 +91,9 @@ else
   local applied = kind == 'applied' or kind == 'reapplied'
   local replay = kind == 'reapplied' or kind == 'refailed'
   local fresh, failed, duplicates = 0, 0, 0
+  -- a window opened before failed rows had their own bits: a re-driven row was failed
+  -- (only quarantined rows are re-driven), restated once by its bit in restated_bm
+  local legacy = replay and applied and not redis.call('HGET', h, 'failed_bits')
   for i = 8 + n, #ARGV do
     local row = tonumber(ARGV[i])
     if redis.call('SETBIT', bm, row, 1) == 0 then
@@ -98,6 +103,10 @@ else
         redis.call('SETBIT', fbm, row, 1)
       end
     elseif applied and redis.call('SETBIT', fbm, row, 0) == 1 then
+      restated = restated + 1
+      if legacy then redis.call('SETBIT', restated_bm, row, 1) end
+    elseif legacy and redis.call('SETBIT', restated_bm, row, 1) == 0
+        and tonumber(redis.call('HGET', h, tbl .. ':failed') or '0') > restated then
       restated = restated + 1
     elseif not replay then
       duplicates = duplicates + 1
@@ -220,7 +229,8 @@ class WindowStore:
                 self.keys.stream(division, channels.WINDOWS),
                 self.keys.state(division, "windows"),
                 self.keys.state(division, "open"),
-                self.keys.state(division, f"failed:{window}:{table}")]
+                self.keys.state(division, f"failed:{window}:{table}"),
+                self.keys.state(division, f"restated:{window}:{table}")]
         args: list[str | int | float] = [division, window, table, kind, repr(now),
                                          expected_rows, len(policy.tables), *policy.tables,
                                          *rows]
