@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,14 @@ def write_config(folder: Path, schema: str, max_qty: int) -> Path:
     return folder
 
 
+def assay(ctx: Context, urls: tuple[str, str], folder: Path, *args: str
+          ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": urls[0], "DATABASE_URL": urls[1],
+           "ASSAY_KEY_PREFIX": ctx.keys.prefix, "ASSAY_LOG_LEVEL": "WARNING"}
+    return subprocess.run([sys.executable, "-m", "assay", *args, "--config", str(folder)],
+                          capture_output=True, text=True, env=env, check=False, timeout=60)
+
+
 async def drain(ctx: Context) -> None:
     for layer in ("bronze", "silver", "barrier", "gold"):
         await make_consumer(layer, ctx).run(burst=True)
@@ -51,7 +62,8 @@ async def bikes_2024(ctx: Context) -> int:
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["new", "window_from_before_failed_bits"])
 async def test_replay_restates_the_window_and_gold_once(
-        open_ctx: OpenContext, tmp_path: Path, schema: str, legacy: bool) -> None:
+        open_ctx: OpenContext, tmp_path: Path, schema: str, legacy: bool,
+        service_urls: tuple[str, str]) -> None:
     folder = tmp_path / "config"
     ctx = await open_ctx(write_config(folder, schema, max_qty=100))
     lines = [(1, 10, "2"), (2, 10, "150"), (3, 11, "200"), (4, 20, "250000")]
@@ -66,6 +78,12 @@ async def test_replay_restates_the_window_and_gold_once(
         await ctx.redis.hdel(state, "failed_bits")
     dry = await replay(ctx, Filters(rule="max", key="4"), dry_run=True)
     assert dry.lines() == [f"{DIVISION} {WINDOW} erp_order_line: would re-drive 1 (max 1)"]
+    if not legacy:
+        shown = assay(ctx, service_urls, folder, "replay", "--dry-run", "--division", DIVISION,
+                      "--window", WINDOW, "--table", "erp_order_line", "--rule", "max")
+        assert shown.stdout.splitlines() == [
+            f"{DIVISION} {WINDOW} erp_order_line: would re-drive 3 (max 3)",
+            "would re-drive: 3 quarantined rows"], shown.stderr
 
     fixed = await open_ctx(write_config(folder, schema, max_qty=1000))
     # Two operators at once: every row is re-driven twice.
