@@ -171,9 +171,15 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     batches (``assay.reloading``); with ``pids``, the process announces itself there for
     ``assay reload``.
     """
-    with pidfile(pids, layer) if pids is not None else contextlib.nullcontext():
-        return await _run_layer(layer, ctx, burst, grace_s, name, tick_interval_s,
-                                metrics_port, config_dir)
+    loop = asyncio.get_running_loop()
+    # Until the layer's own handler is in place, a SIGHUP must not end the process.
+    loop.add_signal_handler(signal.SIGHUP, log.info, "config_reload_ignored_while_starting")
+    try:
+        with pidfile(pids, layer) if pids is not None else contextlib.nullcontext():
+            return await _run_layer(layer, ctx, burst, grace_s, name, tick_interval_s,
+                                    metrics_port, config_dir)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name: str | None,
