@@ -43,7 +43,21 @@ def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str
 
 
 def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    """Run a command's coroutine; a bad config or a schema the config cannot be applied to
+    ends it with one line per problem and exit 1, never a traceback."""
+    from assay.db.schema import MigrationError
+
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+    except MigrationError as exc:
+        for change in exc.refused:
+            click.echo(f"error: {change.line()}", err=True)
+        click.echo("error: the database does not match the config; run `assay migrate"
+                   " --dry-run` to see every difference", err=True)
+    sys.exit(1)
 
 
 @click.group()
@@ -79,20 +93,39 @@ def schema_cmd() -> None:
 @main.command()
 @_config_option
 @_keep_option
-def migrate(config_dir: Path | None, keep_running: bool) -> None:
-    """Create or extend the tables the config describes; refuse changes that lose data."""
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--drop", is_flag=True, help="Drop tables and columns no longer in the config.")
+def migrate(config_dir: Path | None, keep_running: bool, dry_run: bool, drop: bool) -> None:
+    """Compare config and database, print the plan (one line per change) and apply it:
+    additive changes and safe widenings; a change that could lose data is refused (exit 1)."""
+    from assay.db.schema import MigrationPlan
+    from assay.db.schema import migrate as migrate_schema
     from assay.runner import open_context
 
     settings = Settings.from_env()
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running)
 
-        async def go() -> None:
+        async def go() -> MigrationPlan:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
-                                     settings.key_prefix)
-            await ctx.close()
+                                     settings.key_prefix, migrate_schema=False)
+            try:
+                plan = ctx.plan
+                async with ctx.pool.acquire() as conn:
+                    return await migrate_schema(conn, plan.schema, plan.shapes(),
+                                                plan.gold.views, drop=drop, dry_run=dry_run,
+                                                strict=False)
+            finally:
+                await ctx.close()
 
-        _run(go())
+        result = _run(go())
+    for line in result.lines():
+        click.echo(line)
+    if not result.changes:
+        click.echo("nothing to change: the database matches the config")
+    elif dry_run:
+        click.echo("dry run: nothing changed")
+    sys.exit(1 if result.refused else 0)
 
 
 @main.command()
@@ -109,11 +142,14 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
     Without REDIS_URL/DATABASE_URL, the embedded servers are started or reused and left
     running for the other layers (``assay services stop`` stops them).
     """
+    from assay.pidfiles import pid_dir
     from assay.runner import LAYERS, open_context, run_layer
+    from assay.services import default_data_dir
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
     settings = Settings.from_env()
+    folder = config_dir or settings.config_dir
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
@@ -122,12 +158,39 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
                                      settings.key_prefix)
             try:
                 return await run_layer(layer, ctx, burst=burst, name=name,
-                                       metrics_port=metrics_port)
+                                       metrics_port=metrics_port, config_dir=folder,
+                                       pids=pid_dir(default_data_dir(), settings.key_prefix))
             finally:
                 await ctx.close()
 
         code = _run(go())
     sys.exit(code)
+
+
+@main.command()
+@_config_option
+def reload(config_dir: Path | None) -> None:
+    """Check the config, then signal every running layer of this data folder (SIGHUP) to
+    switch to it between batches; a layer that cannot logs why and keeps its config."""
+    from assay.pidfiles import pid_dir, signal_layers
+    from assay.processors.plan import build_plan
+    from assay.services import default_data_dir
+
+    settings = Settings.from_env()
+    valid = True
+    try:
+        build_plan(load_config(config_dir or settings.config_dir))
+    except ConfigError as exc:
+        valid = False
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo("error: the layers will refuse this config and keep theirs", err=True)
+    signalled = signal_layers(pid_dir(default_data_dir(), settings.key_prefix))
+    for layer in signalled:
+        click.echo(f"signalled {layer.layer} (pid {layer.pid})")
+    if not signalled:
+        click.echo(f"no running layer found in {default_data_dir()}", err=True)
+    sys.exit(0 if valid and signalled else 1)
 
 
 @main.command()
@@ -317,31 +380,43 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
 
 @main.command()
 @_config_option
-@click.option("--table", default=None)
 @click.option("--division", default=None)
 @click.option("--window", default=None)
-@click.option("--dry-run", is_flag=True, help="Only count what would be re-driven.")
-def replay(config_dir: Path | None, table: str | None, division: str | None,
-           window: str | None, dry_run: bool) -> None:
-    """Re-drive quarantined rows through the pipeline (after fixing config or data)."""
+@click.option("--table", default=None)
+@click.option("--rule", default=None, help="Only rows quarantined by this rule (max, type, ...).")
+@click.option("--key", default=None, help="Only the row with this key (parts joined by '|').")
+@click.option("--dry-run", is_flag=True, help="Only show what would be re-driven.")
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the running layers to process the rows (0: don't).")
+def replay(config_dir: Path | None, division: str | None, window: str | None,
+           table: str | None, rule: str | None, key: str | None, dry_run: bool,
+           wait_s: float) -> None:
+    """Re-drive quarantined rows through the pipeline (after fixing config or data); their
+    windows are restated and Gold applies them again. Reports per window what moved."""
+    from assay.replay import Filters, Report, follow
     from assay.replay import replay as replay_rows
     from assay.runner import open_context
 
     settings = Settings.from_env()
+    filters = Filters(division=division, window=window, table=table, rule=rule, key=key)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
-        async def go() -> int:
+        async def go() -> Report:
             ctx = await open_context(config_dir or settings.config_dir, redis_url,
                                      database_url, settings.key_prefix)
             try:
-                return await replay_rows(ctx, table=table, division=division, window=window,
-                                         dry_run=dry_run)
+                report = await replay_rows(ctx, filters, dry_run=dry_run)
+                if dry_run or wait_s <= 0:
+                    return report
+                return await follow(ctx, report, wait_s)
             finally:
                 await ctx.close()
 
-        count = _run(go())
-    click.echo(f"{'would re-drive' if dry_run else 're-driven'}: {count} quarantined rows")
+        report = _run(go())
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"{'would re-drive' if dry_run else 're-driven'}: {report.rows} quarantined rows")
 
 
 @main.group()

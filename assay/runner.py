@@ -16,16 +16,18 @@ import structlog
 
 from assay.contracts.config import load_config
 from assay.db import pool as db_pool
-from assay.db.schema import migrate
+from assay.db.schema import MigrationError, migrate
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
 from assay.ops.notify import environment_name
 from assay.ops.observe import worker_observer
+from assay.pidfiles import pidfile
 from assay.processors.barrier import BarrierProcessor
 from assay.processors.bronze import BronzeProcessor
 from assay.processors.gold import GoldProcessor
 from assay.processors.plan import Plan, build_plan
 from assay.processors.silver import SilverProcessor
+from assay.reloading import ReloadingProcessor
 from assay.streams import keys as channels
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
@@ -67,8 +69,10 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,
-                       key_prefix: str = "assay") -> Context:
-    """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate."""
+                       key_prefix: str = "assay", *, migrate_schema: bool = True) -> Context:
+    """Load and compile the config, connect, warn about a Redis that keeps nothing, and
+    (unless ``migrate_schema`` is false) apply the additive schema changes the config
+    needs; a change that could lose data raises ``MigrationError`` and changes nothing."""
     plan = build_plan(load_config(config_dir))
     client = aioredis.from_url(redis_url, health_check_interval=30,
                                client_name=f"assay-{key_prefix}")
@@ -80,14 +84,22 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
         await client.aclose()
         raise
     try:
-        async with pool.acquire() as conn:
-            changes = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+        if migrate_schema:
+            async with pool.acquire() as conn:
+                done = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+            if done.pending or done.views:
+                log.info("schema_migrated", changes=[c.line() for c in done.pending],
+                         views=done.views)
+    except MigrationError as exc:
+        log.error("schema_mismatch", refused=[c.line() for c in exc.refused],
+                  run="assay migrate --dry-run")
+        await pool.close()
+        await client.aclose()
+        raise
     except BaseException:
         await pool.close()
         await client.aclose()
         raise
-    if changes:
-        log.info("schema_migrated", changes=changes)
     return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
@@ -129,8 +141,10 @@ def make_processor(layer: str, ctx: Context, metrics: Metrics | None = None) -> 
 
 def make_consumer(layer: str, ctx: Context, name: str | None = None,
                   on_batch: Callable[[BatchResult], object] | None = None,
-                  metrics: Metrics | None = None) -> Consumer:
-    return Consumer(ctx.redis, ctx.keys, make_processor(layer, ctx, metrics),
+                  metrics: Metrics | None = None, processor: Processor | None = None
+                  ) -> Consumer:
+    processor = processor or make_processor(layer, ctx, metrics)
+    return Consumer(ctx.redis, ctx.keys, processor,
                     divisions=list(ctx.plan.config.divisions), read_channels=LAYERS[layer],
                     settings=runtime_settings(ctx.plan), name=name, on_batch=on_batch)
 
@@ -149,8 +163,28 @@ async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
 
 async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
                     name: str | None = None, tick_interval_s: float = 1.0,
-                    metrics_port: int | None = None) -> int:
-    """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code."""
+                    metrics_port: int | None = None, config_dir: Path | None = None,
+                    pids: Path | None = None) -> int:
+    """Run a layer until SIGTERM/SIGINT (or drained, with ``burst``); returns an exit code.
+
+    With ``config_dir``, SIGHUP re-reads the config there and switches to it between
+    batches (``assay.reloading``); with ``pids``, the process announces itself there for
+    ``assay reload``.
+    """
+    loop = asyncio.get_running_loop()
+    # Until the layer's own handler is in place, a SIGHUP must not end the process.
+    loop.add_signal_handler(signal.SIGHUP, log.info, "config_reload_ignored_while_starting")
+    try:
+        with pidfile(pids, layer) if pids is not None else contextlib.nullcontext():
+            return await _run_layer(layer, ctx, burst, grace_s, name, tick_interval_s,
+                                    metrics_port, config_dir)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name: str | None,
+                     tick_interval_s: float, metrics_port: int | None,
+                     config_dir: Path | None) -> int:
     config = ctx.plan.config
     names = {k: d.name for k, d in config.divisions.items()}
     environment = environment_name(config.pipeline.environment)
@@ -159,13 +193,28 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     metrics = Metrics()
     server = start_metrics_server(metrics_port, metrics.registry) if metrics_port else None
     observer = worker_observer(config.notifications, config.alerts, environment, names, metrics)
-    consumer = make_consumer(layer, ctx, name, on_batch=observer, metrics=metrics)
+    processor = make_processor(layer, ctx, metrics)
+    reloading = None
+    if config_dir is not None:
+        reloading = ReloadingProcessor(layer, ctx, config_dir, processor,
+                                       lambda c: make_processor(layer, c, metrics),
+                                       notifier=observer.notifier)
+    consumer = make_consumer(layer, ctx, name, on_batch=observer, processor=reloading or processor)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(consumer.run(burst=burst))
     ticker = None
-    tick = getattr(consumer.processor, "tick", None)
-    if tick is not None and not burst:
+    if hasattr(processor, "tick") and not burst:
+        tick = (reloading or processor).tick
         ticker = asyncio.ensure_future(_tick_until(consumer, tick, tick_interval_s))
+    reloads: set[asyncio.Future[bool]] = set()
+
+    def on_hangup() -> None:
+        if reloading is None:
+            return
+        log.info("config_reload_requested", layer=layer)
+        future = asyncio.ensure_future(reloading.reload())
+        reloads.add(future)
+        future.add_done_callback(reloads.discard)
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("shutdown_requested", layer=layer, signal=sig.name)
@@ -174,6 +223,7 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     log.info("layer_started", layer=layer, consumer=consumer.name, streams=consumer.streams)
     try:
         await task
@@ -182,7 +232,7 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
                     detail="unacked entries stay pending and are reclaimed")
         return 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if ticker is not None:
             consumer.stop()
@@ -196,6 +246,12 @@ async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: f
     return 0
 
 
+def _monitor_hangup() -> None:
+    """The monitor reads its notification and alert settings at start only."""
+    log.info("config_reload_deferred", layer="monitor",
+             detail="the monitor applies notification and alert changes when restarted")
+
+
 async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, burst: bool,
                        name: str | None, metrics_port: int | None) -> int:
     """The monitor: lag snapshots, alerts, metrics, and a notification per window outcome."""
@@ -204,6 +260,7 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _monitor_hangup)
     try:
         await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
                     notifications=config.notifications, alerts=config.alerts,
@@ -211,6 +268,6 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
                     metrics_port=metrics_port, name=name,
                     gold=(ctx.pool, ctx.plan.schema) if config.gold.tables else None)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0

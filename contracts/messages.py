@@ -83,6 +83,9 @@ class Accounted(Message, tag="accounted", frozen=True):
     layer: str
     applied: list[int] = []
     quarantined: list[int] = []
+    replay: bool = False
+    """The rows were re-driven from quarantine: a row applied now restates its earlier
+    failure; a row failing again is already counted and is no duplicate."""
 
 
 class WindowEvent(Message, tag="window", frozen=True):
@@ -100,6 +103,8 @@ class WindowEvent(Message, tag="window", frozen=True):
     """For an incomplete window: each missing or short table and what it lacks."""
     opened_at: float = 0.0
     """When the barrier first saw the window (``at - opened_at`` is its completion time)."""
+    expected: dict[str, int] = {}
+    """Rows each expected table announced in its table-end (-1: no table-end yet)."""
 
 
 class DeadLetter(Message, tag="dead_letter", frozen=True):

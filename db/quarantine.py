@@ -47,6 +47,8 @@ class Quarantined:
     field: str
     message: str
     payload: str
+    replay: bool = False
+    """The row failed again when re-driven by ``assay replay``."""
 
 
 async def add(conn: asyncpg.Connection, schema: str, rows: Sequence[Quarantined], now: float
@@ -68,14 +70,34 @@ async def add(conn: asyncpg.Connection, schema: str, rows: Sequence[Quarantined]
 
 
 async def pending(conn: asyncpg.Connection, schema: str, *, table: str | None = None,
-                  division: str | None = None, window: str | None = None) -> list[asyncpg.Record]:
+                  division: str | None = None, window: str | None = None,
+                  rule: str | None = None, key: str | None = None) -> list[asyncpg.Record]:
     """Quarantined rows not yet re-driven successfully, oldest window first."""
     return list(await conn.fetch(
-        f"SELECT division, table_name, \"window\", \"row\", payload::text AS payload"
-        f" FROM {qualified(schema, 'quarantine')} WHERE released_at IS NULL"
+        f"SELECT division, table_name, \"window\", \"row\", rule, key, seen,"
+        f" payload::text AS payload FROM {qualified(schema, 'quarantine')}"
+        " WHERE released_at IS NULL"
         " AND ($1::text IS NULL OR table_name = $1) AND ($2::text IS NULL OR division = $2)"
-        ' AND ($3::text IS NULL OR "window" = $3)'
-        ' ORDER BY division, "window", table_name, "row"', table, division, window))
+        ' AND ($3::text IS NULL OR "window" = $3) AND ($4::text IS NULL OR rule = $4)'
+        " AND ($5::text IS NULL OR key = $5)"
+        ' ORDER BY division, "window", table_name, "row"', table, division, window, rule, key))
+
+
+async def states(conn: asyncpg.Connection, schema: str,
+                 rows: Sequence[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int],
+                                                                  tuple[bool, int]]:
+    """(released, seen) of quarantined rows given as (division, window, table, row)."""
+    if not rows:
+        return {}
+    divisions, windows, tables, numbers = (list(x) for x in zip(*rows, strict=True))
+    found = await conn.fetch(
+        f'SELECT q.division, q."window", q.table_name, q."row", q.released_at IS NOT NULL'
+        f" AS released, q.seen FROM {qualified(schema, 'quarantine')} AS q"
+        " JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n)"
+        ' ON q.division = u.d AND q."window" = u.w AND q.table_name = u.t AND q."row" = u.n',
+        divisions, windows, tables, numbers)
+    return {(r["division"], r["window"], r["table_name"], r["row"]): (r["released"], r["seen"])
+            for r in found}
 
 
 async def release(conn: asyncpg.Connection, schema: str,

@@ -53,8 +53,10 @@ class BarrierProcessor:
             message = item.message
             if isinstance(message, Accounted):
                 key = (message.division, message.window, message.table)
-                groups.setdefault((*key, "applied"), []).extend(message.applied)
-                groups.setdefault((*key, "failed"), []).extend(message.quarantined)
+                applied, failed = (("reapplied", "refailed") if message.replay
+                                   else ("applied", "failed"))
+                groups.setdefault((*key, applied), []).extend(message.applied)
+                groups.setdefault((*key, failed), []).extend(message.quarantined)
             elif isinstance(message, TableEnd):
                 ends.append(message)
             elif isinstance(message, DeadLetter):

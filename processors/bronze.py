@@ -155,14 +155,16 @@ class BronzeProcessor:
             layer=self.layer, key=key, rule="formula", field=exc.field, message=exc.reason,
             payload=msgspec.json.encode({"payload": record.payload, "op": record.op,
                                          "seq": record.seq}).decode(),
+            replay=record.replay,
         )
 
 
 def _accounted(held: Sequence[quarantine.Quarantined]) -> list[Message]:
-    by_table: dict[tuple[str, str, str], list[int]] = {}
+    by_table: dict[tuple[str, str, str, bool], list[int]] = {}
     for q in held:
-        by_table.setdefault((q.division, q.table, q.window), []).append(q.row)
+        by_table.setdefault((q.division, q.table, q.window, q.replay), []).append(q.row)
     return [
-        Accounted(division=d, table=t, window=w, layer="bronze", quarantined=sorted(rows))
-        for (d, t, w), rows in by_table.items()
+        Accounted(division=d, table=t, window=w, layer="bronze", quarantined=sorted(rows),
+                  replay=replay)
+        for (d, t, w, replay), rows in by_table.items()
     ]

@@ -107,7 +107,7 @@ class SilverProcessor:
         out = Output()
         winners: dict[str, dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
         applied: list[tuple[str, str, str, int]] = []
-        released: list[tuple[str, str, str, int]] = []
+        released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
         for item in items:
             message = item.message
@@ -152,7 +152,7 @@ class SilverProcessor:
                 if isinstance(item.message, Landed):
                     ingest_ms = item.message.bronze_id.partition("-")[0]
                     self.observe_latency(now - int(ingest_ms) / 1000)
-        out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, held))
+        out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
 
     def _row(self, table: TablePlan, landed: Landed) -> dict[str, Any]:
@@ -201,6 +201,7 @@ class SilverProcessor:
             layer=self.layer, key=key, rule=exc.rule, field=exc.field, message=exc.message,
             payload=msgspec.json.encode({"payload": record.payload, "derived": landed.derived,
                                          "op": record.op, "seq": record.seq}).decode(),
+            replay=record.replay,
         )
 
 
@@ -209,11 +210,16 @@ def _seq(table: TablePlan) -> tuple[str, ...]:
 
 
 def _accounted(applied: Sequence[tuple[str, str, str, int]],
+               released: Sequence[tuple[str, str, str, int]],
                held: Sequence[quarantine.Quarantined]) -> list[Accounted]:
-    groups: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+    """Outcomes per table and window; rows re-driven by ``assay replay`` go separately."""
+    replayed = set(released)
+    groups: dict[tuple[str, str, str, bool], tuple[list[int], list[int]]] = {}
     for division, window, table, row in applied:
-        groups.setdefault((division, table, window), ([], []))[0].append(row)
+        replay = (division, window, table, row) in replayed
+        groups.setdefault((division, table, window, replay), ([], []))[0].append(row)
     for q in held:
-        groups.setdefault((q.division, q.table, q.window), ([], []))[1].append(q.row)
+        groups.setdefault((q.division, q.table, q.window, q.replay), ([], []))[1].append(q.row)
     return [Accounted(division=d, table=t, window=w, layer="silver", applied=sorted(a),
-                      quarantined=sorted(q)) for (d, t, w), (a, q) in groups.items()]
+                      quarantined=sorted(q), replay=r)
+            for (d, t, w, r), (a, q) in groups.items()]

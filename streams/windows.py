@@ -5,6 +5,10 @@ Per division (all keys share the division's hash tag):
 * ``state:w:<window>`` — a hash: status, opened/completed times, retries, and per table
   ``<table>:expected`` (from its table-end), ``<table>:seen`` and ``<table>:failed``;
 * ``state:rows:<window>:<table>`` — a bitmap with one bit per row number accounted for;
+* ``state:failed:<window>:<table>`` — the bits of the rows accounted as failed: a failed
+  row applied later (re-driven by ``assay replay``) moves from failed to applied once,
+  and its completed window emits ``amended`` (windows opened before these bits existed use
+  ``state:restated:<window>:<table>``: a re-driven row is restated once);
 * ``state:windows`` — every window by the time it opened; ``state:open`` — the open ones.
 
 A table is complete when each of its row numbers 1..N is accounted for exactly once (a
@@ -26,7 +30,7 @@ from assay.streams.keys import Keys
 
 _CHECK = """
 local function check(h, expected)
-  local tables, failed, missing = {}, {}, {}
+  local tables, failed, missing, announced = {}, {}, {}, {}
   local complete, anyfailed = true, false
   for _, t in ipairs(expected) do
     local exp = tonumber(redis.call('HGET', h, t .. ':expected') or '-1')
@@ -34,6 +38,7 @@ local function check(h, expected)
     local f = tonumber(redis.call('HGET', h, t .. ':failed') or '0')
     tables[t] = seen
     failed[t] = f
+    announced[t] = exp
     if f > 0 then anyfailed = true end
     if exp < 0 then
       complete = false
@@ -43,13 +48,14 @@ local function check(h, expected)
       missing[t] = seen .. ' of ' .. exp .. ' rows accounted'
     end
   end
-  return complete, anyfailed, tables, failed, missing
+  return complete, anyfailed, tables, failed, missing, announced
 end
 
-local function emit(out, division, window, status, tables, failed, missing, now)
+local function emit(out, division, window, status, tables, failed, missing, now, announced)
   local event = {type = 'window', division = division, window = window, status = status,
                  tables = tables, failed = failed, missing = missing, at = tonumber(now),
-                 opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened_at'))}
+                 opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened_at')),
+                 expected = announced}
   return redis.call('XADD', out, '*', 'json', cjson.encode(event))
 end
 
@@ -63,50 +69,81 @@ end
 """
 
 _ACCOUNT = _CHECK + """
-local h, bm, out, index, openset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local h, bm, out, index, openset, fbm = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local restated_bm = KEYS[7]
 local division, window, tbl, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = tonumber(ARGV[7])
 local expected = {}
 for i = 1, n do expected[i] = ARGV[7 + i] end
 if redis.call('HSETNX', h, 'opened_at', now) == 1 then
-  redis.call('HSET', h, 'status', 'open')
+  redis.call('HSET', h, 'status', 'open', 'failed_bits', '1')
   redis.call('ZADD', index, now, window)
   redis.call('ZADD', openset, now, window)
 end
-local changed = false
+local changed, restated = false, 0
 if kind == 'end' then
   if redis.call('HGET', h, tbl .. ':expected') ~= ARGV[6] then
     redis.call('HSET', h, tbl .. ':expected', ARGV[6])
     changed = true
   end
 else
-  local fresh, failed = 0, 0
+  -- kinds: applied, failed, and reapplied / refailed for rows re-driven from quarantine
+  local applied = kind == 'applied' or kind == 'reapplied'
+  local replay = kind == 'reapplied' or kind == 'refailed'
+  local fresh, failed, duplicates = 0, 0, 0
+  -- a window opened before failed rows had their own bits: a re-driven row was failed
+  -- (only quarantined rows are re-driven), restated once by its bit in restated_bm
+  local legacy = replay and applied and not redis.call('HGET', h, 'failed_bits')
   for i = 8 + n, #ARGV do
-    if redis.call('SETBIT', bm, tonumber(ARGV[i]), 1) == 0 then
+    local row = tonumber(ARGV[i])
+    if redis.call('SETBIT', bm, row, 1) == 0 then
       fresh = fresh + 1
-      if kind == 'failed' then failed = failed + 1 end
+      if not applied then
+        failed = failed + 1
+        redis.call('SETBIT', fbm, row, 1)
+      end
+    elseif applied and redis.call('SETBIT', fbm, row, 0) == 1 then
+      restated = restated + 1
+      if legacy then redis.call('SETBIT', restated_bm, row, 1) end
+    elseif legacy and redis.call('SETBIT', restated_bm, row, 1) == 0
+        and tonumber(redis.call('HGET', h, tbl .. ':failed') or '0') > restated then
+      restated = restated + 1
+    elseif not replay then
+      duplicates = duplicates + 1
     end
   end
-  local duplicates = (#ARGV - 7 - n) - fresh
   if duplicates > 0 then redis.call('HINCRBY', h, 'duplicates', duplicates) end
   if fresh > 0 then
     redis.call('HINCRBY', h, tbl .. ':seen', fresh)
     changed = true
   end
   if failed > 0 then redis.call('HINCRBY', h, tbl .. ':failed', failed) end
+  if restated > 0 then
+    redis.call('HINCRBY', h, tbl .. ':failed', -restated)
+    redis.call('HINCRBY', h, tbl .. ':restated', restated)
+    changed = true
+  end
 end
 local status = redis.call('HGET', h, 'status')
 if not changed then return {status, ''} end
-local complete, anyfailed, tables, failed, missing = check(h, expected)
-if not complete then return {status, ''} end
+local complete, anyfailed, tables, failed, missing, announced = check(h, expected)
+if not complete then
+  if restated > 0 and (status == 'completed' or status == 'partial') then
+    -- completed partial on timeout: it stays partial, but Gold must see the restated rows
+    redis.call('HINCRBY', h, 'amendments', 1)
+    emit(out, division, window, 'amended', tables, failed, missing, now, announced)
+    return {status, 'amended'}
+  end
+  return {status, ''}
+end
 if status == 'open' or status == 'timed_out' then
   local new = finish(h, openset, window, anyfailed, now)
-  emit(out, division, window, new, tables, failed, missing, now)
+  emit(out, division, window, new, tables, failed, missing, now, announced)
   return {new, new}
 end
 redis.call('HINCRBY', h, 'amendments', 1)
 local new = finish(h, openset, window, anyfailed, now)
-emit(out, division, window, 'amended', tables, failed, missing, now)
+emit(out, division, window, 'amended', tables, failed, missing, now, announced)
 return {new, 'amended'}
 """
 
@@ -126,10 +163,10 @@ end
 local opened = tonumber(redis.call('HGET', h, 'opened_at'))
 local done = tonumber(redis.call('HGET', h, 'retries') or '0')
 if now < opened + timeout + done * interval then return {status, ''} end
-local complete, anyfailed, tables, failed, missing = check(h, expected)
+local complete, anyfailed, tables, failed, missing, announced = check(h, expected)
 if complete then
   local new = finish(h, openset, window, anyfailed, ARGV[3])
-  emit(out, division, window, new, tables, failed, missing, ARGV[3])
+  emit(out, division, window, new, tables, failed, missing, ARGV[3], announced)
   return {new, new}
 end
 if done < retries then
@@ -137,11 +174,11 @@ if done < retries then
   return {status, 'retry'}
 end
 redis.call('HSET', h, 'status', 'timed_out', 'timed_out_at', ARGV[3])
-emit(out, division, window, 'timed_out', tables, failed, missing, ARGV[3])
+emit(out, division, window, 'timed_out', tables, failed, missing, ARGV[3], announced)
 if action == 'complete_partial' then
   redis.call('HSET', h, 'status', 'partial', 'completed_at', ARGV[3])
   redis.call('ZREM', openset, window)
-  emit(out, division, window, 'partial', tables, failed, missing, ARGV[3])
+  emit(out, division, window, 'partial', tables, failed, missing, ARGV[3], announced)
   return {'partial', 'timed_out'}
 end
 redis.call('ZREM', openset, window)
@@ -185,12 +222,15 @@ class WindowStore:
     async def account(self, division: str, window: str, table: str, kind: str,
                       rows: Sequence[int], now: float, policy: WindowPolicy,
                       expected_rows: int = 0) -> Transition:
-        """Record rows as applied or failed, or a table-end (``kind='end'``)."""
+        """Record rows as ``applied`` or ``failed`` (``reapplied`` / ``refailed`` when
+        re-driven from quarantine), or a table-end (``kind='end'``)."""
         keys = [self._hash(division, window),
                 self.keys.state(division, f"rows:{window}:{table}"),
                 self.keys.stream(division, channels.WINDOWS),
                 self.keys.state(division, "windows"),
-                self.keys.state(division, "open")]
+                self.keys.state(division, "open"),
+                self.keys.state(division, f"failed:{window}:{table}"),
+                self.keys.state(division, f"restated:{window}:{table}")]
         args: list[str | int | float] = [division, window, table, kind, repr(now),
                                          expected_rows, len(policy.tables), *policy.tables,
                                          *rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,14 @@ from assay.contracts.messages import (
     WindowEvent,
     json_decoder,
 )
+from assay.contracts.ops import EmailConfig, NotificationsConfig, WebhookConfig, WindowTimedOut
+from assay.ops.alerts import Alerts
+from assay.ops.notify import Notifier, from_window, render_line
 from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
 from assay.streams.codec import encode
 from tests.conftest import OpenContext
+from tests.ops_helpers import HttpReceiver, smtp_server
 
 
 class Clock:
@@ -209,3 +214,57 @@ async def test_completing_a_window_never_fails_its_batch(ctx: Context) -> None:
     # Before a fix, logging the transition raised: the batch was split and retried.
     assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == []
     assert [e.status for e in await events(ctx)] == ["completed"]
+
+
+MISSING_LINE = re.compile(
+    r"^\[(?P<env>[A-Z]+)\] \[(?P<status>[A-Z]+)\] (?P<pipeline>[A-Z_]+) — (?P<division>[A-Z ]+)"
+    r" — (?P<processed>\d+) / (?P<failed>\d+)"
+    r"(?: — missing (?P<missing>.+))?$")
+"""The line as the README documents it; ``missing`` is ``; ``-separated parts."""
+PART = re.compile(r"^(?P<table>\w+) (?:\(no table_end\)|(?P<lacking>\d+) of (?P<of>\d+) rows)$")
+
+
+def parse(line: str) -> tuple[dict[str, str | None], dict[str, tuple[int, int] | None]]:
+    match = MISSING_LINE.match(line)
+    assert match, line
+    parts = [PART.match(p) for p in (match["missing"] or "").split("; ") if p]
+    assert all(parts), line
+    return match.groupdict(), {p["table"]: (int(p["lacking"]), int(p["of"])) if p["lacking"]
+                               else None for p in parts if p}
+
+
+async def test_a_timeout_names_what_is_missing_in_line_mail_webhook_and_alert(
+        ctx: Context) -> None:
+    clock: Clock = ctx.clock  # type: ignore[assignment]
+    await put(ctx, "east", applied("east", "a", [1, 2, 3]), end("east", "a", 15))
+    await barrier(ctx)
+    clock.now += 1000
+    for _ in range(3):
+        await tick(ctx)
+    [event] = await events(ctx)
+    notice = from_window("DEMO", event, "East")
+    assert [(m.table, m.expected, m.accounted, m.lacking) for m in notice.missing] == [
+        ("a", 15, 3, 12), ("b", None, 0, None)]
+    line = render_line(notice)
+    assert line == ("[DEMO] [FAILED] WINDOW — EAST — 3 / 0"
+                    " — missing a 12 of 15 rows; b (no table_end)")
+    head, missing = parse(line)
+    assert (head["status"], head["processed"], missing) == ("FAILED", "3",
+                                                           {"a": (12, 15), "b": None})
+    alerts = Alerts([WindowTimedOut()], divisions={"east": "East"}, clock=clock)
+    with smtp_server() as (inbox, port):
+        async with HttpReceiver() as hook:
+            config = NotificationsConfig(webhook=WebhookConfig(url=hook.url), email=EmailConfig(
+                host="127.0.0.1", port=port, security="none", sender="assay@example.com",
+                to=["ops@example.com"], batch_seconds=0))
+            notifier = Notifier(config, "DEMO")
+            alerts.notifier = notifier
+            await notifier.notify(notice)
+            await alerts.window(event)
+    assert [m.get_payload(decode=True).decode().strip() for m in inbox.mails] == [
+        line, "[DEMO] [ALERT] WINDOW_TIMED_OUT — EAST — window w1 timed out"
+              " — missing a 12 of 15 rows; b (no table_end)"]
+    assert hook.bodies[0]["line"] == line
+    assert hook.bodies[0]["missing"] == [
+        {"table": "a", "expected": 15, "accounted": 3, "lacking": 12},
+        {"table": "b", "expected": None, "accounted": 0, "lacking": None}]

@@ -264,7 +264,8 @@ async def test_multi_key_commands_stay_in_one_slot(ctx: Context) -> None:
     keys: Keys = ctx.keys
     for division in ("east", "west", "north_america"):
         slots = {key_slot(keys.stream(division, c).encode()) for c in channels.CHANNELS}
-        for state in ("windows", "open", "w:2024-01", "rows:2024-01:item"):
+        for state in ("windows", "open", "w:2024-01", "rows:2024-01:item",
+                      "failed:2024-01:item", "restated:2024-01:item"):
             slots.add(key_slot(keys.state(division, state).encode()))  # barrier Lua keys
         assert len(slots) == 1
     seen: list[set[int]] = []

@@ -170,7 +170,8 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     started = time.monotonic()
     err.write("assay demo: AdventureWorks, every layer as its own process\n")
     simulator = Simulator(options.data_dir, first=options.first, last=options.last)
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
+    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix,
+                             migrate_schema=False)  # reset first: whatever was there goes
     await reset(ctx)
     await ctx.close()
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)

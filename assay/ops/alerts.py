@@ -35,7 +35,7 @@ from assay.contracts.ops import (
 )
 from assay.ops.gold_watch import Unapplied
 from assay.ops.metrics import Metrics
-from assay.ops.notify import AlertNotice, Notification, Notifier
+from assay.ops.notify import AlertNotice, Notification, Notifier, lacking_of, missing_text
 from assay.streams.consumer import TRANSIENT
 from assay.streams.lag import GroupLag, LagReport, StreamLag
 
@@ -171,7 +171,8 @@ class Alerts:
         division = self._name(event.division)
         for rule in self.rules:
             if isinstance(rule, WindowTimedOut):
-                found = Finding(event.division, division, f"window {event.window} timed out")
+                found = Finding(event.division, division, f"window {event.window} timed out"
+                                + missing_text(lacking_of(event)))
                 await self._set(rule, found, event.status == "timed_out")
 
     async def batch(self, n: Notification) -> None:

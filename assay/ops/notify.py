@@ -1,7 +1,9 @@
 """The standard notification line, and the sinks it fans out to.
 
 Every batch summary and every window outcome becomes one ``Notification``,
-rendered as ``[ENV] [STATUS] PIPELINE — DIVISION — PROCESSED / FAILED``. The
+rendered as ``[ENV] [STATUS] PIPELINE — DIVISION — PROCESSED / FAILED``; a window
+that is incomplete adds what it lacks, `` — missing erp_invoice (no table_end);
+erp_order 12 of 340 rows`` (``missing_text``). The
 ``Notifier`` logs it and hands it to the configured sinks (email, webhook). A
 failing sink is logged and counted in ``Notifier.failures``; it never raises into
 the pipeline, and what it failed to deliver is dropped.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import smtplib
 import ssl
 import time
@@ -40,6 +43,50 @@ SINK_ERRORS = (OSError, smtplib.SMTPException)
 """What a sink may fail with (refused, timed out, TLS, HTTP error status, SMTP reply)."""
 
 
+class Lacking(msgspec.Struct, frozen=True, kw_only=True):
+    """An expected table of an incomplete window and how many of its rows it lacks."""
+
+    table: str
+    expected: int | None
+    """Rows its table-end announced; None: no table-end yet."""
+    accounted: int
+    lacking: int | None
+    """Rows not accounted for; None while the table-end (hence the count) is unknown."""
+
+    def text(self) -> str:
+        if self.expected is None:
+            return f"{self.table} (no table_end)"
+        return f"{self.table} {self.lacking} of {self.expected} rows"
+
+
+def missing_text(missing: Sequence[Lacking]) -> str:
+    """`` — missing erp_invoice (no table_end); erp_order 12 of 340 rows``, or ``''``."""
+    if not missing:
+        return ""
+    return " — missing " + "; ".join(m.text() for m in missing)
+
+
+_SHORT = re.compile(r"(\d+) of (\d+) rows")
+
+
+def lacking_of(event: WindowEvent) -> tuple[Lacking, ...]:
+    """The tables an incomplete window lacks, by name; from ``expected`` (events written
+    before it was added: from the ``missing`` texts)."""
+    found = []
+    for table, why in sorted(event.missing.items()):
+        accounted = event.tables.get(table, 0)
+        expected: int | None = event.expected.get(table)
+        if expected is None:
+            short = _SHORT.search(why)
+            expected = int(short.group(2)) if short else None
+        if expected is None or expected < 0:
+            found.append(Lacking(table=table, expected=None, accounted=accounted, lacking=None))
+        else:
+            found.append(Lacking(table=table, expected=expected, accounted=accounted,
+                                 lacking=max(expected - accounted, 0)))
+    return tuple(found)
+
+
 class Notification(msgspec.Struct, frozen=True, kw_only=True):
     """One batch summary or window outcome, as operators read it."""
 
@@ -51,6 +98,8 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     failed: int
     window: str | None = None
     detail: str | None = None
+    missing: tuple[Lacking, ...] = ()
+    """For a window that timed out or completed partially without all its rows."""
 
 
 class AlertNotice(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,10 +118,11 @@ Event = Notification | AlertNotice
 
 
 def render_line(n: Event) -> str:
-    """``[PROD] [PARTIAL] SILVER — EUROPE — 4980 / 20`` (alerts: the rule and message)."""
+    """``[PROD] [PARTIAL] SILVER — EUROPE — 4980 / 20`` (alerts: the rule and message);
+    an incomplete window adds `` — missing …`` (``missing_text``)."""
     match n:
         case Notification():
-            head, tail = n.pipeline, f"{n.processed} / {n.failed}"
+            head, tail = n.pipeline, f"{n.processed} / {n.failed}{missing_text(n.missing)}"
         case AlertNotice():
             head, tail = n.rule, n.message
     return f"[{n.environment.upper()}] [{n.status}] {head.upper()} — {n.division.upper()} — {tail}"
@@ -122,12 +172,13 @@ def from_window(environment: str, event: WindowEvent, division: str,
         status = "PARTIAL"
     return Notification(environment=environment, status=status, pipeline=pipeline,
                         division=division, processed=processed, failed=failed,
-                        window=event.window, detail=event.status)
+                        window=event.window, detail=event.status, missing=lacking_of(event))
 
 
 def fields_of(event: Event) -> dict[str, Any]:
     """The event's fields and its line, as logged and as POSTed."""
-    fields = {k: v for k, v in msgspec.structs.asdict(event).items() if v is not None}
+    fields = {k: v for k, v in msgspec.to_builtins(event).items()
+              if v is not None and v != () and v != []}
     fields["line"] = render_line(event)
     return fields
 
