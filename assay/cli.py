@@ -131,6 +131,37 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
 
 
 @main.command()
+@_config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--openapi", "print_openapi", is_flag=True,
+              help="Print the OpenAPI document and exit.")
+def serve(config_dir: Path | None, host: str, port: int, print_openapi: bool) -> None:
+    """The HTTP API (ingest, read, replay) and the live status page at ``/``."""
+    if print_openapi:
+        from assay.web.openapi import openapi
+
+        click.echo(msgspec.json.format(msgspec.json.encode(openapi()), indent=2).decode())
+        return
+    from assay.runner import open_context
+    from assay.web.app import serve as serve_http
+
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running=True)
+
+        async def go() -> None:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url,
+                                     database_url, settings.key_prefix)
+            try:
+                await serve_http(ctx, host, port)
+            finally:
+                await ctx.close()
+
+        _run(go())
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--division", required=True)
 @click.option("--table", required=True)
@@ -260,47 +291,25 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
     import asyncpg
     import redis.asyncio as aioredis
 
-    from assay.db import report
+    from assay.ops.window_view import read_windows
     from assay.streams.keys import Keys
-    from assay.streams.windows import WindowStore
 
     settings = Settings.from_env()
     config = _load(config_dir or settings.config_dir)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
-        async def go() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+        async def go() -> list[dict[str, Any]]:
             client = aioredis.from_url(redis_url)
             conn = await asyncpg.connect(database_url)
-            store = WindowStore(client, Keys(settings.key_prefix))
             try:
-                return ([{"division": d, **w} for d in config.divisions
-                         for w in await store.windows(d)],
-                        await report.gold_windows(conn, config.pipeline.db_schema))
+                return await read_windows(client, conn, Keys(settings.key_prefix), config,
+                                          list(config.divisions), time.time())
             finally:
                 await conn.close()
                 await client.aclose()
 
-        found, applied = _run(go())
-    now = time.time()
-    rows = []
-    for w in found:
-        tables = config.divisions[w["division"]].tables
-        short = [t for t in tables if w.get(f"{t}:expected") is None
-                 or w.get(f"{t}:seen", "0") != w.get(f"{t}:expected")]
-        gold = applied.get((w["division"], w["window"]))
-        rows.append({
-            "division": w["division"], "window": w["window"], "status": w.get("status", ""),
-            "age_s": round(now - float(w.get("opened_at", now)), 1),
-            "complete_after_s": (round(float(w["completed_at"]) - float(w["opened_at"]), 1)
-                                 if w.get("completed_at") else None),
-            "retries": int(w.get("retries", 0)), "amendments": int(w.get("amendments", 0)),
-            "failed": sum(int(w.get(f"{t}:failed", 0)) for t in tables),
-            "waiting_for": short,
-            "gold_applies": gold["applies"] if gold else 0,
-            "gold_s": (round(gold["applied_at"] - float(w["completed_at"]), 1)
-                       if gold and w.get("completed_at") else None),
-        })
+        rows = _run(go())
     if as_json:
         for row in rows:
             click.echo(msgspec.json.encode(row).decode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -24,11 +25,17 @@ _held = msgspec.json.Decoder(Held)
 
 
 async def replay(ctx: Context, *, table: str | None = None, division: str | None = None,
-                 window: str | None = None, dry_run: bool = False) -> int:
-    """Send the matching quarantined rows to ingest again, with their row numbers."""
+                 window: str | None = None, dry_run: bool = False,
+                 rows_of: Sequence[tuple[str, str, str, int]] | None = None) -> int:
+    """Send the matching quarantined rows to ingest again, with their row numbers.
+
+    ``rows_of`` selects rows by (division, window, table, row) instead (the status page)."""
     async with ctx.pool.acquire() as conn:
-        rows = await quarantine.pending(conn, ctx.plan.schema, table=table, division=division,
-                                        window=window)
+        if rows_of is not None:
+            rows = await quarantine.selected(conn, ctx.plan.schema, rows_of)
+        else:
+            rows = await quarantine.pending(conn, ctx.plan.schema, table=table,
+                                            division=division, window=window)
     by_division: dict[str, list[Record]] = {}
     for row in rows:
         held = _held.decode(row["payload"])

@@ -1,0 +1,83 @@
+"""The ASGI app of ``assay serve``: routes, middleware, and one process's connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from assay.runner import Context
+from assay.web import page, read
+from assay.web.auth import Auth, Limits
+from assay.web.ingest import ingest, json_response, not_found
+from assay.web.openapi import openapi
+from assay.web.state import Web
+
+log = structlog.get_logger("assay.web")
+
+
+async def openapi_json(request: Request) -> Response:
+    return json_response(200, openapi())
+
+
+def create_app(web: Web, sample_s: float = 2.0) -> Starlette:
+    """The app over an opened ``Web`` (its connections are shared by every request)."""
+    http = web.ctx.plan.config.http
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sampler = asyncio.ensure_future(web.sample_forever(sample_s))
+        web.ready = True
+        try:
+            yield
+        finally:
+            web.ready = False
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+    routes = [
+        Route("/v1/divisions/{division}/windows/{window}/tables/{table}", ingest,
+              methods=["POST"]),
+        Route("/v1/windows", read.windows),
+        Route("/v1/lag", read.lag),
+        Route("/v1/dead", read.dead),
+        Route("/v1/quarantine", read.held),
+        Route("/v1/quarantine/replay", read.replay_rows, methods=["POST"]),
+        Route("/v1/status.html", page.status),
+        Route("/metrics", read.metrics),
+        Route("/healthz", read.healthz),
+        Route("/readyz", read.readyz),
+        Route("/openapi.json", openapi_json),
+        Route("/", page.index),
+        Route("/static/{name}", page.static),
+    ]
+    app = Starlette(
+        routes=routes, lifespan=lifespan,
+        middleware=[Middleware(Limits, max_header_bytes=http.max_header_bytes,
+                               max_body_bytes=http.max_body_bytes),
+                    Middleware(Auth, tokens=http.tokens)],
+        exception_handlers={HTTPException: not_found})
+    app.state.web = web
+    return app
+
+
+async def serve(ctx: Context, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT (uvicorn's own handlers), then close the app."""
+    web = Web.open(ctx)
+    config = uvicorn.Config(create_app(web), host=host, port=port, log_config=None,
+                            access_log=False, lifespan="on", server_header=False,
+                            h11_max_incomplete_event_size=ctx.plan.config.http.max_header_bytes)
+    server = uvicorn.Server(config)
+    log.info("http_serving", host=host, port=port,
+             tokens=len(ctx.plan.config.http.tokens))
+    await server.serve()
