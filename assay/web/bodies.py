@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import tempfile
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -24,6 +25,7 @@ from assay.contracts.messages import Scalar
 Row = dict[str, Scalar]
 
 CHUNK_ROWS = 1000
+MAX_CSV_RECORD = 1024 * 1024
 IN_MEMORY_BYTES = 4 * 1024 * 1024
 """The spool moves to a temporary file past this size."""
 
@@ -133,13 +135,28 @@ async def _gunzip(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         raise BadBody("the gzip stream ends early")
 
 
-def _at(exc: msgspec.MsgspecError, index: int | None) -> tuple[str, str]:
-    """msgspec's message and its path, made relative to row ``index`` of the body."""
+def _at(exc: msgspec.MsgspecError, index: int | None, data: bytes) -> tuple[str, str]:
+    """msgspec's message and its path, made relative to row ``index`` of the body, with
+    the field named where msgspec says ``[...]`` (a dict value)."""
     message, _, path = str(exc).partition(" - at `")
     path = path.rstrip("`") or "$"
+    if path.endswith("[...]"):
+        field = _bad_field(data, index, path)
+        if field is not None:
+            path = path.removesuffix("[...]") + f".{field}"
     if index is not None:
         path = f"$[{index}]" + path[1:]
     return message, path
+
+
+def _bad_field(data: bytes, index: int | None, path: str) -> str | None:
+    """The first field of the row at fault whose value is not a scalar."""
+    found = msgspec.json.decode(data)
+    if index is None:
+        found = found[int(path[2:path.index("]")])]
+    if not isinstance(found, dict):
+        return None
+    return next((k for k, v in found.items() if isinstance(v, dict | list)), None)
 
 
 async def _json(data: AsyncIterable[bytes], limit: int, spooled: Spooled) -> None:
@@ -152,9 +169,9 @@ async def _json(data: AsyncIterable[bytes], limit: int, spooled: Spooled) -> Non
                            " tables as application/x-ndjson or text/csv (streamed)")
         parts.append(chunk)
     try:
-        rows = _rows.decode(b"".join(parts))
+        rows = _rows.decode(body := b"".join(parts))
     except msgspec.ValidationError as exc:
-        message, path = _at(exc, None)
+        message, path = _at(exc, None, body)
         raise BadBody(message, path) from exc
     except msgspec.DecodeError as exc:
         raise BadBody(f"not valid JSON: {exc}", "$") from exc
@@ -180,7 +197,7 @@ def _ndjson_lines(lines: list[bytes], index: int, spooled: Spooled) -> int:
         try:
             rows.append(_row.decode(line))
         except msgspec.ValidationError as exc:
-            message, path = _at(exc, index)
+            message, path = _at(exc, index, line)
             raise BadBody(message, path) from exc
         except msgspec.DecodeError as exc:
             raise BadBody(f"not valid JSON: {exc}", f"$[{index}]") from exc
@@ -216,11 +233,20 @@ class _CsvState:
     def feed(self, text: str, spooled: Spooled, final: bool = False) -> str:
         """Parse the complete records of ``text``; returns the incomplete rest."""
         cut = len(text) if final else _complete(text)
-        if cut == 0:
-            return text
+        if cut == 0 and len(text) > MAX_CSV_RECORD:
+            raise BadBody(f"a CSV record longer than {MAX_CSV_RECORD} characters (an open"
+                          " quote?)", f"$[{self.index}]")
         rows: list[Row] = []
-        for values in csv.reader(text[:cut].splitlines(keepends=True),
-                                 delimiter=self.delimiter, strict=True):
+        try:
+            self._parse(text[:cut], rows)
+        except csv.Error as exc:
+            raise BadBody(f"not valid CSV: {exc}", f"$[{self.index}]") from exc
+        spooled.add(rows)
+        return text[cut:]
+
+    def _parse(self, text: str, rows: list[Row]) -> None:
+        for values in csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter,
+                                 strict=True):
             if self.names is None:
                 self.names = [v.strip() for v in values]
                 continue
@@ -231,13 +257,14 @@ class _CsvState:
                               f"$[{self.index}]")
             rows.append(dict(zip(self.names, values, strict=True)))
             self.index += 1
-        spooled.add(rows)
-        return text[cut:]
 
 
 def _complete(text: str) -> int:
     """Length of the leading part of ``text`` that ends at a line end outside quotes."""
-    end = text.rfind("\n") + 1
-    while end > 0 and text.count('"', 0, end) % 2:
-        end = text.rfind("\n", 0, end - 1) + 1
+    end = start = quotes = 0
+    while (newline := text.find("\n", start)) >= 0:
+        quotes += text.count('"', start, newline)
+        start = newline + 1
+        if quotes % 2 == 0:
+            end = start
     return end
