@@ -144,9 +144,11 @@ def serve(config_dir: Path | None, host: str, port: int, print_openapi: bool) ->
         click.echo(msgspec.json.format(msgspec.json.encode(openapi()), indent=2).decode())
         return
     from assay.runner import open_context
+    from assay.web.app import extra_tokens
     from assay.web.app import serve as serve_http
 
     settings = Settings.from_env()
+    extra = extra_tokens(os.environ)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
@@ -154,7 +156,7 @@ def serve(config_dir: Path | None, host: str, port: int, print_openapi: bool) ->
             ctx = await open_context(config_dir or settings.config_dir, redis_url,
                                      database_url, settings.key_prefix)
             try:
-                await serve_http(ctx, host, port)
+                await serve_http(ctx, host, port, extra)
             finally:
                 await ctx.close()
 
@@ -215,9 +217,12 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @click.option("--procfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="The processes to run (default: the project's Procfile); a"
               " layer named on several lines runs as that many consumers.")
+@click.option("--via", type=click.Choice(["redis", "http"]), default="redis", show_default=True,
+              help="http: send the records through `assay serve` instead of XADD.")
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
-         last: str | None, timeout_s: float, procfile: Path | None, keep_running: bool) -> None:
+         last: str | None, timeout_s: float, procfile: Path | None, via: str,
+         keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
     from assay.demo.run import DemoOptions, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
@@ -232,7 +237,8 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         procfile=procfile or root / "Procfile",
         log_dir=default_data_dir() / "logs",
         key_prefix=settings.key_prefix,
-        as_json=as_json, first=first, last=last, timeout_s=timeout_s,
+        as_json=as_json, first=first, last=last, timeout_s=timeout_s, via=via,
+        keep_running=keep_running,
     )
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running)

@@ -133,6 +133,9 @@ class HttpConfig(Strict, frozen=True):
     NDJSON or CSV, which are streamed."""
     max_header_bytes: int = 16 * 1024
     idempotency_ttl_s: int = 86_400
+    backlog_wait_s: float = 5.0
+    """While Bronze is more than ``max_backlog_entries`` behind, a POST waits up to this long
+    for room (as the Python producer does), then gets 429 with ``Retry-After``."""
 
 
 class ConfigFile(Strict, frozen=True):

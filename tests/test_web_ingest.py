@@ -24,7 +24,8 @@ URL = "/v1/divisions/east/windows/w1/tables/item"
 @pytest.fixture
 async def ctx(tmp_path: Path, schema: str, open_ctx: OpenContext) -> Context:
     folder = write_tokens(write_config(tmp_path / "config", schema),
-                          max_body_bytes=200_000, max_json_array_bytes=50_000)
+                          max_body_bytes=200_000, max_json_array_bytes=50_000,
+                          backlog_wait_s=0)
     return await open_ctx(folder)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import structlog
 import uvicorn
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from assay.contracts.config import SHA256_RE, HttpToken
 from assay.runner import Context
 from assay.web import page, read
 from assay.web.auth import Auth, Limits
@@ -65,19 +67,54 @@ def create_app(web: Web, sample_s: float = 2.0) -> Starlette:
         routes=routes, lifespan=lifespan,
         middleware=[Middleware(Limits, max_header_bytes=http.max_header_bytes,
                                max_body_bytes=http.max_body_bytes),
-                    Middleware(Auth, tokens=http.tokens)],
+                    Middleware(Auth, tokens=web.tokens)],
         exception_handlers={HTTPException: not_found})
     app.state.web = web
     return app
 
 
-async def serve(ctx: Context, host: str, port: int) -> None:
+TOKEN_HASH_ENV = "ASSAY_HTTP_TOKEN_SHA256"
+"""A token's SHA-256 that a supervisor (the demo) adds for itself: every scope and division."""
+
+
+def extra_tokens(environ: Mapping[str, str]) -> list[HttpToken]:
+    digest = environ.get(TOKEN_HASH_ENV)
+    if not digest:
+        return []
+    if not SHA256_RE.match(digest):
+        raise ValueError(f"{TOKEN_HASH_ENV} is not a SHA-256 hex digest")
+    return [HttpToken(name="supervisor", sha256=digest, divisions=["*"],
+                      scopes=["ingest", "read", "replay"])]
+
+
+async def serve(ctx: Context, host: str, port: int, extra: Sequence[HttpToken] = ()) -> None:
     """Serve until SIGTERM/SIGINT (uvicorn's own handlers), then close the app."""
-    web = Web.open(ctx)
+    web = Web.open(ctx, extra)
     config = uvicorn.Config(create_app(web), host=host, port=port, log_config=None,
                             access_log=False, lifespan="on", server_header=False,
                             h11_max_incomplete_event_size=ctx.plan.config.http.max_header_bytes)
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
     log.info("http_serving", host=host, port=port,
-             tokens=len(ctx.plan.config.http.tokens))
-    await server.serve()
+             tokens=len(web.tokens))
+    try:
+        await server.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("http_stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by our signal handlers: SIGTERM ends requests in hand and
+    exits 0 (uvicorn's own handlers re-raise the signal after shutting down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop(self) -> None:
+        log.info("shutdown_requested", layer="web")
+        self.should_exit = True

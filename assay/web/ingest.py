@@ -9,7 +9,9 @@ first answer and sends nothing again.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,8 +69,8 @@ async def ingest(request: Request) -> Response:
     if isinstance(fmt, Response):
         return fmt
     final = request.query_params.get("final", "false").lower() in ("true", "1", "yes")
-    behind = await backlog(web.ctx.redis, web.ctx.keys.stream(division, channels.INGEST))
-    if (behind or 0) > web.producer.max_backlog:
+    behind = await _wait_for_room(web, division)
+    if behind:
         return refuse(429, "backlog", f"Bronze is {behind} entries behind; retry later",
                       headers={"Retry-After": "1"})
     key = request.headers.get("idempotency-key")
@@ -92,6 +94,20 @@ async def ingest(request: Request) -> Response:
     if key is not None:
         await web.parts.answer(division, window, table, key, body)
     return json_response(202, body)
+
+
+async def _wait_for_room(web: Web, division: str) -> int:
+    """0 once Bronze is at most ``max_backlog`` entries behind; else, after waiting up to
+    ``backlog_wait_s``, how far behind it still is."""
+    stream = web.ctx.keys.stream(division, channels.INGEST)
+    deadline = time.monotonic() + web.ctx.plan.config.http.backlog_wait_s
+    delay = 0.02
+    while (behind := await backlog(web.ctx.redis, stream) or 0) > web.producer.max_backlog:
+        if time.monotonic() >= deadline:
+            return behind
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
+    return 0
 
 
 async def _accept(request: Request, web: Web, target: TableTarget, fmt: BodyFormat,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
 from prometheus_client import Counter
 
+from assay.contracts.config import HttpToken
 from assay.ops.metrics import Metrics
 from assay.runner import LAYERS, Context
 from assay.streams.lag import LagReport, LagTracker, by_channel
@@ -35,9 +37,11 @@ class Web:
         default_factory=lambda: collections.deque(maxlen=HISTORY))
     rows_accepted: Counter | None = None
     ready: bool = False
+    tokens: tuple[HttpToken, ...] = ()
 
     @classmethod
-    def open(cls, ctx: Context) -> Web:
+    def open(cls, ctx: Context, extra_tokens: Sequence[HttpToken] = ()) -> Web:
+        """Over an opened context; ``extra_tokens`` join the configured ones (the demo's)."""
         config = ctx.plan.config
         producer = Producer(ctx.redis, ctx.keys,
                             known={d: c.tables for d, c in config.divisions.items()},
@@ -46,7 +50,7 @@ class Web:
         tracker = LagTracker(ctx.redis, ctx.keys, list(config.divisions), by_channel(LAYERS),
                              scan_bound=config.alerts.scan_bound)
         web = cls(ctx, producer, TableParts(ctx.redis, ctx.keys, config.http.idempotency_ttl_s),
-                  tracker)
+                  tracker, tokens=(*config.http.tokens, *extra_tokens))
         web.rows_accepted = Counter("assay_http_rows_accepted", "Rows the HTTP API accepted.",
                                     ["division", "table"], registry=web.metrics.registry)
         return web
