@@ -108,3 +108,18 @@ async def test_the_served_openapi_is_the_checked_in_one(ctx: Context) -> None:
     checked_in = msgspec.json.decode((ROOT / "schema" / "openapi.json").read_bytes())
     assert served_doc == checked_in, "run: assay serve --openapi > schema/openapi.json"
     assert "/v1/divisions/{division}/windows/{window}/tables/{table}" in served_doc["paths"]
+
+
+async def test_window_summary_counts_all_and_names_the_newest(redis: aioredis.Redis,
+                                                              keys: Keys) -> None:
+    from assay.streams.windows import WindowStore
+
+    for i in range(30):
+        name = f"w{i:02d}"
+        status = "open" if i % 3 == 0 else "timed_out" if i % 3 == 1 else "completed"
+        await redis.hset(keys.state("east", f"w:{name}"), mapping={"status": status})
+        await redis.zadd(keys.state("east", "windows"), {name: i})
+    brief = await WindowStore(redis, keys).summary("east", waiting=3, done=2)
+    assert brief.counts == {"open": 10, "timed_out": 10, "completed": 10}
+    assert brief.waiting == ["w25", "w27", "w28"]
+    assert brief.done == ["w26", "w29"]

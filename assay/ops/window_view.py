@@ -25,6 +25,20 @@ async def read_windows(client: aioredis.Redis, conn: asyncpg.Connection | asyncp
     return window_rows(found, applied, config, now)
 
 
+async def window_summary(client: aioredis.Redis, keys: Keys, config: Config, division: str,
+                         applied: dict[tuple[str, str], dict[str, Any]], now: float, *,
+                         waiting: int = 50, done: int = 8
+                         ) -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A division's windows in brief: counts per status, and as rows the newest ``waiting``
+    windows not complete yet and the newest ``done`` complete ones (oldest first);
+    ``applied`` is ``report.gold_windows``."""
+    store = WindowStore(client, keys)
+    brief = await store.summary(division, waiting, done)
+    states = await store.states(division, brief.waiting + brief.done)
+    rows = window_rows([{"division": division, **w} for w in states], applied, config, now)
+    return brief.counts, rows[:len(brief.waiting)], rows[len(brief.waiting):]
+
+
 def window_rows(found: list[dict[str, Any]], applied: dict[tuple[str, str], dict[str, Any]],
                 config: Config, now: float) -> list[dict[str, Any]]:
     """Window states from Redis and Gold's record of them, as one row per window."""

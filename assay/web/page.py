@@ -10,7 +10,6 @@ completed — so it stays small with 10,000 windows.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from html import escape
 from importlib.resources import files
 from typing import Any
@@ -19,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from assay.db import quarantine
-from assay.ops.window_view import read_windows
+from assay.db.report import gold_windows
+from assay.ops.window_view import window_summary
 from assay.streams.lag import LagReport
 from assay.web.auth import require, visible
 from assay.web.read import active_alerts, dead_letters, only
@@ -58,7 +58,6 @@ async def status(request: Request) -> Response:
 async def render(web: Web, divisions: list[str], now: float | None = None) -> str:
     now = time.time() if now is None else now
     config = web.ctx.plan.config
-    rows = await read_windows(web.ctx.redis, web.ctx.pool, web.ctx.keys, config, divisions, now)
     report = only(await web.sample(), divisions)
     dead = await dead_letters(web, divisions, 5)
     counts = await quarantine.counts(web.ctx.pool, web.ctx.plan.schema, divisions)
@@ -66,10 +65,13 @@ async def render(web: Web, divisions: list[str], now: float | None = None) -> st
     alerts = await active_alerts(web, divisions)
     parts = [f'<p class="at">as of {time.strftime("%H:%M:%S", time.localtime(now))}</p>',
              _alerts(alerts)]
+    applied = await gold_windows(web.ctx.pool, config.pipeline.db_schema)
     for division in divisions:
-        timeout = config.divisions[division].window_timeout_s
-        parts.append(_division(division, config.divisions[division].name,
-                               [r for r in rows if r["division"] == division], timeout))
+        states, waiting, done = await window_summary(
+            web.ctx.redis, web.ctx.keys, config, division, applied, now,
+            waiting=SHOWN_OPEN, done=SHOWN_DONE)
+        parts.append(_division(division, config.divisions[division].name, states, waiting,
+                               done, config.divisions[division].window_timeout_s))
     parts += [_lag(web, report), _dead(report, dead), _quarantine(counts, held)]
     return "\n".join(parts)
 
@@ -82,13 +84,11 @@ def _alerts(alerts: list[dict[str, Any]]) -> str:
     return f'<section id="alerts"><h2>Alerts</h2><ul>{items}</ul></section>'
 
 
-def _division(division: str, name: str, rows: list[dict[str, Any]], timeout_s: float) -> str:
-    states = Counter(r["status"] for r in rows)
+def _division(division: str, name: str, counts: dict[str, int], waiting: list[dict[str, Any]],
+              done: list[dict[str, Any]], timeout_s: float) -> str:
     summary = " ".join(f'<span class="badge {escape(s)}">{escape(s)} {n}</span>'
-                       for s, n in sorted(states.items()))
-    waiting = [r for r in rows if r["status"] not in ("completed", "partial")]
-    done = [r for r in rows if r["status"] in ("completed", "partial")][-SHOWN_DONE:]
-    shown = waiting[-SHOWN_OPEN:] + done[::-1]
+                       for s, n in sorted(counts.items()))
+    shown = waiting[::-1] + done[::-1]
     lines = []
     for r in shown:
         late = r["status"] == "open" and r["age_s"] > timeout_s
@@ -100,12 +100,13 @@ def _division(division: str, name: str, rows: list[dict[str, Any]], timeout_s: f
             f'<td class="n">{r["failed"]}</td>'
             f'<td>{escape(", ".join(r["waiting_for"])) if state != "completed" else ""}</td>'
             "</tr>")
-    more = ""
-    if len(waiting) > SHOWN_OPEN:
-        more = f'<p class="more">{len(waiting) - SHOWN_OPEN} older incomplete windows not shown</p>'
+    total = sum(counts.values())
+    hidden = total - len(shown)
+    more = f'<p class="more">{hidden} more windows not shown (GET /v1/windows)</p>' if hidden \
+        else ""
     return (f'<section class="division" id="division-{escape(division)}">'
             f'<h2>{escape(name)} <small>{escape(division)}</small></h2>'
-            f'<p>{len(rows)} windows {summary}</p>'
+            f'<p>{total} windows {summary}</p>'
             '<table><thead><tr><th>window</th><th>state</th><th>age</th><th>failed</th>'
             f'<th>waiting for</th></tr></thead><tbody>{"".join(lines)}</tbody></table>{more}'
             "</section>")
