@@ -164,6 +164,26 @@ def serve(config_dir: Path | None, host: str, port: int, print_openapi: bool) ->
 
 
 @main.command()
+@click.option("--name", required=True, help="What the token is for (shown in 403 answers).")
+@click.option("--division", "divisions", multiple=True, required=True,
+              help="A division it may touch ('*': all); repeatable.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(["ingest", "read", "replay"]), help="Repeatable.")
+def token(name: str, divisions: tuple[str, ...], scopes: tuple[str, ...]) -> None:
+    """Make a new HTTP API token: print it once, and the config entry holding its hash."""
+    import secrets
+
+    from assay.web.auth import token_hash
+
+    secret = secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": token_hash(secret), "divisions": list(divisions),
+             "scopes": list(scopes)}
+    click.echo(f"token (shown once; the config keeps only its hash): {secret}")
+    click.echo("add to the http.tokens list of a config file:")
+    click.echo(msgspec.json.encode(entry).decode())
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--division", required=True)
 @click.option("--table", required=True)

@@ -126,7 +126,7 @@ async def _ndjson(http: httpx.AsyncClient, division: str,
 
 async def one_path(redis_url: str, database_url: str, path: str, rows: int,
                    window_rows: int) -> dict[str, Any]:
-    async with sandbox(redis_url, database_url, f"http_{path}") as box:
+    async with sandbox(redis_url, database_url, f"http_{path.replace('-', '_')}") as box:
         logs = box.folder / "logs"
         logs.mkdir()
         layers = [await start_layer(box, name, logs) for name in ("bronze", "silver", "barrier")]

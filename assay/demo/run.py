@@ -180,6 +180,7 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
     processes = await start_layers(options, redis_url, database_url)
     http_rows = None
+    linger = options.keep_running and options.via == "http"
     try:
         if options.via == "http":
             http_rows, side = await _via_http(options, simulator, redis_url, database_url, err)
@@ -190,8 +191,10 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
         divisions = list(ctx.plan.config.divisions)
         completed = await wait_until_done(ctx, divisions, simulator.windows(), processes,
                                           options.timeout_s)
-    finally:
-        codes = await stop_layers(processes)
+    except BaseException:
+        await stop_layers(processes)
+        raise
+    codes = [] if linger else await stop_layers(processes)
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
@@ -209,10 +212,29 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
         out.write(msgspec.json.encode({"summary": summary}).decode() + "\n")
     else:
         out.write(format_table(rows, summary) + "\n")
+    if linger:
+        out.flush()
+        await until_interrupted(err)
+        codes = await stop_layers(processes)
     if any(codes):
         err.write(f"a layer process exited with {codes}\n")
         return 1
     return 0
+
+
+async def until_interrupted(err: TextIO) -> None:
+    """``--via http --keep-running``: the layers and ``assay serve`` go on until Ctrl-C."""
+    err.write("  the layers and the HTTP API keep running; Ctrl-C stops them\n")
+    err.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _via_http(options: DemoOptions, simulator: Simulator, redis_url: str,
@@ -222,7 +244,9 @@ async def _via_http(options: DemoOptions, simulator: Simulator, redis_url: str,
         **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
         "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"})
     if options.keep_running:
-        err.write(f"  status page: {side.url}/  (token for this run: {side.token})\n")
+        err.write(f"  status page: {side.url}/  token for this run: {side.token}\n"
+                  f"  e.g. curl -H 'Authorization: Bearer {side.token}' {side.url}/v1/windows\n")
+        err.flush()
     try:
         return await replay_http(side, simulator.exports(), err), side
     except BaseException:
