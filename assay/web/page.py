@@ -93,13 +93,13 @@ def _division(division: str, name: str, counts: dict[str, int], waiting: list[di
     for r in shown:
         late = r["status"] == "open" and r["age_s"] > timeout_s
         state = "late" if late else r["status"]
+        wait = "" if r["status"] in ("completed", "partial") else ", ".join(r["waiting_for"])
         lines.append(
             f'<tr data-window="{escape(r["window"])}" data-status="{escape(r["status"])}">'
             f'<td>{escape(r["window"])}</td><td><span class="badge {escape(state)}">'
             f'{escape(state)}</span></td><td class="n">{_age(r["age_s"])}</td>'
             f'<td class="n">{r["failed"]}</td>'
-            f'<td>{escape(", ".join(r["waiting_for"])) if state != "completed" else ""}</td>'
-            "</tr>")
+            f'<td class="wait">{escape(wait)}</td></tr>')
     total = sum(counts.values())
     hidden = total - len(shown)
     more = f'<p class="more">{hidden} more windows not shown (GET /v1/windows)</p>' if hidden \
