@@ -19,8 +19,9 @@ from starlette.routing import Route
 from assay.contracts.config import SHA256_RE, HttpToken
 from assay.runner import Context
 from assay.web import page, read
+from assay.web.answers import json_response, problem_answer
 from assay.web.auth import Auth, Limits
-from assay.web.ingest import ingest, json_response, not_found
+from assay.web.ingest import ingest
 from assay.web.openapi import openapi
 from assay.web.state import Web
 
@@ -68,7 +69,7 @@ def create_app(web: Web, sample_s: float = 2.0) -> Starlette:
         middleware=[Middleware(Limits, max_header_bytes=http.max_header_bytes,
                                max_body_bytes=http.max_body_bytes),
                     Middleware(Auth, tokens=web.tokens)],
-        exception_handlers={HTTPException: not_found})
+        exception_handlers={HTTPException: problem_answer})
     app.state.web = web
     return app
 

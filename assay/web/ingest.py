@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 import structlog
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from assay.contracts.http import Accepted, Problem
+from assay.contracts.http import Accepted
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
 from assay.streams.parts import PENDING
 from assay.streams.producer import TableTarget
+from assay.web.answers import json_response, refuse
 from assay.web.auth import require
 from assay.web.bodies import BadBody, BodyFormat, TooLarge, spool
 from assay.web.state import Web
@@ -37,17 +35,6 @@ WINDOW_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,39}$")
 KINDS = {"application/json": "json", "application/x-ndjson": "ndjson",
          "application/jsonl": "ndjson", "text/csv": "csv"}
 DELIMITERS = {",": ",", ";": ";", "tab": "\t", "\t": "\t", "|": "|"}
-
-
-def json_response(status: int, body: msgspec.Struct | bytes | dict[str, Any],
-                  headers: Mapping[str, str] | None = None) -> Response:
-    data = body if isinstance(body, bytes) else msgspec.json.encode(body)
-    return Response(data, status, headers=headers, media_type="application/json")
-
-
-def refuse(status: int, error: str, detail: str, path: str | None = None,
-           headers: Mapping[str, str] | None = None) -> Response:
-    return json_response(status, Problem(error=error, detail=detail, path=path), headers)
 
 
 async def ingest(request: Request) -> Response:
@@ -154,13 +141,3 @@ def _format(request: Request, web: Web) -> BodyFormat | Response:
     http = web.ctx.plan.config.http
     return BodyFormat(kind=kind, gzip=encoding == "gzip", delimiter=delimiter,
                       max_bytes=http.max_body_bytes, max_json_bytes=http.max_json_array_bytes)
-
-
-def not_found(request: Request, exc: Exception) -> Response:
-    """Errors as JSON ``Problem`` bodies (also Starlette's own 404/405)."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-    headers = exc.headers if isinstance(exc, HTTPException) else None
-    names = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "method_not_allowed"}
-    return refuse(status, names.get(status, "error"), str(detail), headers=headers)

@@ -23,8 +23,8 @@ from assay.streams import keys as channels
 from assay.streams.codec import UndecodableEntry, decode_entry
 from assay.streams.consumer import TRANSIENT
 from assay.streams.lag import LagReport
+from assay.web.answers import json_response, refuse
 from assay.web.auth import require, visible
-from assay.web.ingest import json_response, refuse
 from assay.web.state import Web
 
 _selection = msgspec.json.Decoder(QuarantineSelection)
