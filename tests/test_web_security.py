@@ -140,3 +140,20 @@ def test_config_holds_hashes_of_tokens_for_known_divisions(
     with pytest.raises(ConfigError) as caught:
         load_config(folder)
     assert problem in "\n".join(caught.value.problems)
+
+
+def test_assay_token_prints_a_token_once_and_only_its_hash_for_the_config() -> None:
+    from click.testing import CliRunner
+
+    from assay.cli import main
+    from assay.web.auth import token_hash
+
+    result = CliRunner().invoke(main, ["token", "--name", "erp", "--division", "east",
+                                       "--scope", "ingest", "--scope", "read"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    secret = lines[0].rsplit(" ", 1)[1]
+    entry = json.loads(lines[-1])
+    assert entry == {"name": "erp", "sha256": token_hash(secret), "divisions": ["east"],
+                     "scopes": ["ingest", "read"]}
+    assert secret not in lines[-1] and len(secret) >= 40
