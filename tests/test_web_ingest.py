@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -153,3 +154,22 @@ async def test_rows_sent_over_http_reach_silver(client: httpx.AsyncClient, ctx: 
     for layer in ("bronze", "silver"):
         await make_consumer(layer, ctx).run(burst=True)
     assert await pool.fetchval(f'SELECT count(*) FROM "{schema}".silver_item') == 1200
+
+
+async def test_a_post_waits_for_bronze_to_catch_up_before_429(
+        tmp_path: Path, schema: str, open_ctx: OpenContext, redis: aioredis.Redis,
+        keys: Keys) -> None:
+    folder = write_tokens(write_config(tmp_path / "waiting", schema), backlog_wait_s=60)
+    ctx = await open_ctx(folder)
+    stream = keys.stream("east", "ingest")
+    await redis.xgroup_create(stream, keys.group("bronze"), id="0", mkstream=True)
+    behind = ctx.plan.config.pipeline.max_backlog_entries + 50
+    for _ in range(behind):
+        await redis.xadd(stream, {"json": "{}"})
+    async with served(ctx) as (base, _), httpx.AsyncClient(
+            base_url=base, headers=bearer(INGEST_EAST), timeout=60) as http:
+        posting = asyncio.ensure_future(http.post(URL, json=[item(1)]))
+        await make_consumer("bronze", ctx).run(burst=True)
+        answer = await posting
+    assert answer.status_code == 202, answer.text
+    assert await redis.xlen(keys.stream("east", "dead")) == behind
