@@ -194,6 +194,59 @@ def reload(config_dir: Path | None) -> None:
 
 
 @main.command()
+@_config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--openapi", "print_openapi", is_flag=True,
+              help="Print the OpenAPI document and exit.")
+def serve(config_dir: Path | None, host: str, port: int, print_openapi: bool) -> None:
+    """The HTTP API (ingest, read, replay) and the live status page at ``/``."""
+    if print_openapi:
+        from assay.web.openapi import openapi
+
+        click.echo(msgspec.json.format(msgspec.json.encode(openapi()), indent=2).decode())
+        return
+    from assay.runner import open_context
+    from assay.web.app import extra_tokens
+    from assay.web.app import serve as serve_http
+
+    settings = Settings.from_env()
+    extra = extra_tokens(os.environ)
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running=True)
+
+        async def go() -> None:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url,
+                                     database_url, settings.key_prefix)
+            try:
+                await serve_http(ctx, host, port, extra)
+            finally:
+                await ctx.close()
+
+        _run(go())
+
+
+@main.command()
+@click.option("--name", required=True, help="What the token is for (shown in 403 answers).")
+@click.option("--division", "divisions", multiple=True, required=True,
+              help="A division it may touch ('*': all); repeatable.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(["ingest", "read", "replay"]), help="Repeatable.")
+def token(name: str, divisions: tuple[str, ...], scopes: tuple[str, ...]) -> None:
+    """Make a new HTTP API token: print it once, and the config entry holding its hash."""
+    import secrets
+
+    from assay.web.auth import token_hash
+
+    secret = secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": token_hash(secret), "divisions": list(divisions),
+             "scopes": list(scopes)}
+    click.echo(f"token (shown once; the config keeps only its hash): {secret}")
+    click.echo("add to the http.tokens list of a config file:")
+    click.echo(msgspec.json.encode(entry).decode())
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--division", required=True)
 @click.option("--table", required=True)
@@ -247,9 +300,12 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @click.option("--procfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="The processes to run (default: the project's Procfile); a"
               " layer named on several lines runs as that many consumers.")
+@click.option("--via", type=click.Choice(["redis", "http"]), default="redis", show_default=True,
+              help="http: send the records through `assay serve` instead of XADD.")
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
-         last: str | None, timeout_s: float, procfile: Path | None, keep_running: bool) -> None:
+         last: str | None, timeout_s: float, procfile: Path | None, via: str,
+         keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
     from assay.demo.run import DemoOptions, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
@@ -264,7 +320,8 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         procfile=procfile or root / "Procfile",
         log_dir=default_data_dir() / "logs",
         key_prefix=settings.key_prefix,
-        as_json=as_json, first=first, last=last, timeout_s=timeout_s,
+        as_json=as_json, first=first, last=last, timeout_s=timeout_s, via=via,
+        keep_running=keep_running,
     )
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running)
@@ -323,47 +380,25 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
     import asyncpg
     import redis.asyncio as aioredis
 
-    from assay.db import report
+    from assay.ops.window_view import read_windows
     from assay.streams.keys import Keys
-    from assay.streams.windows import WindowStore
 
     settings = Settings.from_env()
     config = _load(config_dir or settings.config_dir)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
-        async def go() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+        async def go() -> list[dict[str, Any]]:
             client = aioredis.from_url(redis_url)
             conn = await asyncpg.connect(database_url)
-            store = WindowStore(client, Keys(settings.key_prefix))
             try:
-                return ([{"division": d, **w} for d in config.divisions
-                         for w in await store.windows(d)],
-                        await report.gold_windows(conn, config.pipeline.db_schema))
+                return await read_windows(client, conn, Keys(settings.key_prefix), config,
+                                          list(config.divisions), time.time())
             finally:
                 await conn.close()
                 await client.aclose()
 
-        found, applied = _run(go())
-    now = time.time()
-    rows = []
-    for w in found:
-        tables = config.divisions[w["division"]].tables
-        short = [t for t in tables if w.get(f"{t}:expected") is None
-                 or w.get(f"{t}:seen", "0") != w.get(f"{t}:expected")]
-        gold = applied.get((w["division"], w["window"]))
-        rows.append({
-            "division": w["division"], "window": w["window"], "status": w.get("status", ""),
-            "age_s": round(now - float(w.get("opened_at", now)), 1),
-            "complete_after_s": (round(float(w["completed_at"]) - float(w["opened_at"]), 1)
-                                 if w.get("completed_at") else None),
-            "retries": int(w.get("retries", 0)), "amendments": int(w.get("amendments", 0)),
-            "failed": sum(int(w.get(f"{t}:failed", 0)) for t in tables),
-            "waiting_for": short,
-            "gold_applies": gold["applies"] if gold else 0,
-            "gold_s": (round(gold["applied_at"] - float(w["completed_at"]), 1)
-                       if gold and w.get("completed_at") else None),
-        })
+        rows = _run(go())
     if as_json:
         for row in rows:
             click.echo(msgspec.json.encode(row).decode())

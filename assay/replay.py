@@ -12,7 +12,7 @@ per window and table what moved.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +92,18 @@ class Report:
         return [m.line(self.dry_run) for m in self.windows]
 
 
-async def replay(ctx: Context, filters: Filters = Filters(), *, dry_run: bool = False
-                 ) -> Report:
-    """Send the matching quarantined rows to ingest again, with their row numbers."""
+async def replay(ctx: Context, filters: Filters = Filters(), *, dry_run: bool = False,
+                 rows_of: Sequence[tuple[str, str, str, int]] | None = None) -> Report:
+    """Send the matching quarantined rows to ingest again, with their row numbers.
+
+    ``rows_of`` selects rows by (division, window, table, row) instead (the status page)."""
     async with ctx.pool.acquire() as conn:
-        rows = await quarantine.pending(
-            conn, ctx.plan.schema, table=filters.table, division=filters.division,
-            window=filters.window, rule=filters.rule, key=filters.key)
+        if rows_of is not None:
+            rows = await quarantine.selected(conn, ctx.plan.schema, rows_of)
+        else:
+            rows = await quarantine.pending(
+                conn, ctx.plan.schema, table=filters.table, division=filters.division,
+                window=filters.window, rule=filters.rule, key=filters.key)
     report = Report(dry_run)
     groups: dict[tuple[str, str, str], Moved] = {}
     by_division: dict[str, list[Record]] = {}

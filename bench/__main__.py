@@ -4,6 +4,7 @@
     python -m bench e2e --seconds 30      # throughput at 20k/s offered and unthrottled
     python -m bench latency --rate 5000   # XADD-to-Silver latency at a fixed rate
     python -m bench peer                  # dlt loading the same rows with a merge
+    python -m bench http                  # HTTP ingest beside XADD, upload RSS, status page
     python -m bench report                # re-render bench/results/e2e.md and e2e.png
 
 Each part writes its JSON to bench/results/ and re-renders the report from every JSON
@@ -129,6 +130,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p = parts.add_parser("peer", help="dlt merge-loading the same rows")
     p.add_argument("--records", type=int, default=100_000)
+    p = parts.add_parser("http", help="HTTP ingest beside XADD, 200 MB upload RSS, status page")
+    p.add_argument("--only", choices=["throughput", "upload", "page"], action="append")
+    p.add_argument("--rows", type=int, default=300_000, help="rows per path (throughput)")
+    p.add_argument("--upload-rows", type=int, default=1_000_000)
     parts.add_parser("report", help="re-render the report from bench/results/*.json")
     p = parts.add_parser("produce", help="(internal) the producer process of a run")
     p.add_argument("--config", type=Path, required=True)
@@ -178,6 +183,14 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
         for rate in option("rate", [1_000.0, 5_000.0]):
             measured(f"latency-{int(rate)}", functools.partial(
                 _latency, redis_url, database_url, rate, option("seconds", 20.0)), servers)
+    if args.part == "http":
+        from bench import http
+
+        for name in args.only or ["throughput", "upload", "page"]:
+            options = ({"rows": args.rows} if name == "throughput" else
+                       {"rows": args.upload_rows} if name == "upload" else {})
+            measured(f"http-{name}", functools.partial(
+                http.main, name, redis_url, database_url, **options), servers)
     if args.part in (None, "peer"):
         measured("peer", lambda: peer(database_url, option("records", 100_000)), servers)
 

@@ -21,6 +21,9 @@ Results = dict[str, dict[str, Any]]
 
 
 def summary_line(name: str, result: dict[str, Any]) -> str:
+    if result["kind"].startswith("http-"):
+        shown = {k: v for k, v in result.items() if k not in ("kind", "machine")}
+        return f"{name}: {json.dumps(shown)}"
     if result["kind"] == "throughput":
         return (f"{name}: {result['records_per_s']:,} records/s ingest to Silver committed "
                 f"(producer {result['sent_per_s']:,}/s) over {result['seconds']} s")

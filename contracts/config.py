@@ -103,6 +103,41 @@ class TableConfig(Strict, frozen=True):
     """Cerberus rules for the fields they name (after normalisation and typing)."""
 
 
+Scope = Literal["ingest", "read", "replay"]
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class HttpToken(Strict, frozen=True):
+    """A bearer token of the HTTP API, known only by its SHA-256 hash (hex).
+
+    ``divisions`` lists the divisions it may touch (``["*"]``: all); ``scopes`` what it may
+    do: ``ingest`` (POST records), ``read`` (status and read endpoints), ``replay``.
+    """
+
+    name: str
+    sha256: str
+    divisions: list[str]
+    scopes: list[Scope]
+
+
+class HttpConfig(Strict, frozen=True):
+    """``assay serve``: its tokens and request limits. There is no switch that turns
+    authentication off: with no tokens, every request but the health checks gets 401."""
+
+    tokens: list[HttpToken] = []
+    max_body_bytes: int = 256 * 1024 * 1024
+    """Past this many bytes (after gzip) a request gets 413."""
+    max_json_array_bytes: int = 32 * 1024 * 1024
+    """``application/json`` arrays are decoded whole up to this size; send larger tables as
+    NDJSON or CSV, which are streamed."""
+    max_header_bytes: int = 16 * 1024
+    idempotency_ttl_s: int = 86_400
+    backlog_wait_s: float = 5.0
+    """While Bronze is more than ``max_backlog_entries`` behind, a POST waits up to this long
+    for room (as the Python producer does), then gets 429 with ``Retry-After``."""
+
+
 class ConfigFile(Strict, frozen=True):
     """What one JSON file of the config folder may contain."""
 
@@ -112,6 +147,7 @@ class ConfigFile(Strict, frozen=True):
     gold: GoldConfig | None = None
     notifications: NotificationsConfig | None = None
     alerts: AlertsConfig | None = None
+    http: HttpConfig | None = None
 
 
 class Config(Strict, frozen=True):
@@ -123,6 +159,7 @@ class Config(Strict, frozen=True):
     gold: GoldConfig = GoldConfig()
     notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    http: HttpConfig = HttpConfig()
     sources: dict[str, str] = {}
     """Which file defined each division and table (``table:NAME`` / ``division:NAME``)."""
 
@@ -131,10 +168,10 @@ _sections_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 SINGLE_SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig, "gold": GoldConfig, "notifications": NotificationsConfig,
-    "alerts": AlertsConfig,
+    "alerts": AlertsConfig, "http": HttpConfig,
 }
 """Sections that one file defines whole (the others merge by name)."""
-SECTIONS = ("pipeline", "divisions", "tables", "gold", "notifications", "alerts")
+SECTIONS = ("pipeline", "divisions", "tables", "gold", "notifications", "alerts", "http")
 
 
 def _at(exc: msgspec.ValidationError, path: str) -> str:
@@ -245,7 +282,7 @@ def load_config(path: Path | str) -> Config:
             if pipeline is not None:
                 problems.append(f"{name}: $.pipeline is already defined in {pipeline_file}")
             pipeline, pipeline_file = part.pipeline, name
-        for section in ("gold", "notifications", "alerts"):
+        for section in ("gold", "notifications", "alerts", "http"):
             value = getattr(part, section)
             if value is None:
                 continue
@@ -297,6 +334,27 @@ def cross_check(config: Config) -> list[str]:
         where = f"{src.get('table:' + name, '?')}: $.tables.{name}"
         problems.extend(_check_table(where, name, table))
     problems.extend(_check_gold(f"{src.get('gold', '?')}: $.gold", config))
+    problems.extend(_check_http(f"{src.get('http', '?')}: $.http", config))
+    return problems
+
+
+def _check_http(where: str, config: Config) -> list[str]:
+    """Token hashes look like SHA-256 hex, names are unique, divisions exist."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, token in enumerate(config.http.tokens):
+        at = f"{where}.tokens[{i}]"
+        if not SHA256_RE.match(token.sha256):
+            problems.append(f"{at}.sha256: not a SHA-256 hex digest (64 lower-case hex digits;"
+                            " put the token's hash here, never the token)")
+        if token.sha256 in seen:
+            problems.append(f"{at}.sha256: the same token is configured twice")
+        seen.add(token.sha256)
+        if not token.scopes:
+            problems.append(f"{at}.scopes: a token needs at least one scope")
+        for j, division in enumerate(token.divisions):
+            if division != "*" and division not in config.divisions:
+                problems.append(f"{at}.divisions[{j}]: division {division!r} is not defined")
     return problems
 
 

@@ -111,3 +111,51 @@ async def release(conn: asyncpg.Connection, schema: str,
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n)"
         ' WHERE q.division = u.d AND q."window" = u.w AND q.table_name = u.t AND q."row" = u.n',
         divisions, windows, tables, numbers, now)
+
+
+async def counts(conn: asyncpg.Connection | asyncpg.Pool, schema: str, divisions: Sequence[str]
+                 ) -> list[asyncpg.Record]:
+    """Rows held now per division, table and rule, with the newest message of each."""
+    if not await _exists(conn, schema):
+        return []
+    return list(await conn.fetch(
+        "SELECT division, table_name, rule, count(*) AS rows, max(last_seen) AS newest,"
+        " (array_agg(message ORDER BY last_seen DESC))[1] AS message"
+        f" FROM {qualified(schema, 'quarantine')} WHERE released_at IS NULL"
+        " AND division = ANY($1::text[]) GROUP BY division, table_name, rule"
+        " ORDER BY division, table_name, rule", list(divisions)))
+
+
+async def sample(conn: asyncpg.Connection | asyncpg.Pool, schema: str, divisions: Sequence[str],
+                 *, table: str | None = None, limit: int = 50) -> list[asyncpg.Record]:
+    """The newest rows held now, with their rule, field, message and raw payload."""
+    if not await _exists(conn, schema):
+        return []
+    return list(await conn.fetch(
+        'SELECT division, table_name, "window", "row", layer, key, rule, field, message,'
+        " payload::text AS payload, seen, extract(epoch FROM last_seen)::float8 AS last_seen"
+        f" FROM {qualified(schema, 'quarantine')} WHERE released_at IS NULL"
+        " AND division = ANY($1::text[]) AND ($2::text IS NULL OR table_name = $2)"
+        ' ORDER BY last_seen DESC, division, "window", table_name, "row" LIMIT $3',
+        list(divisions), table, limit))
+
+
+async def selected(conn: asyncpg.Connection, schema: str,
+                   rows: Sequence[tuple[str, str, str, int]]) -> list[asyncpg.Record]:
+    """The held rows among (division, window, table, row), in the form of ``pending``."""
+    if not rows:
+        return []
+    divisions, windows, tables, numbers = (list(x) for x in zip(*rows, strict=True))
+    return list(await conn.fetch(
+        'SELECT q.division, q.table_name, q."window", q."row", q.rule, q.key, q.seen,'
+        ' q.payload::text AS payload'
+        f" FROM {qualified(schema, 'quarantine')} AS q"
+        " JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n)"
+        ' ON q.division = u.d AND q."window" = u.w AND q.table_name = u.t AND q."row" = u.n'
+        ' WHERE q.released_at IS NULL ORDER BY q.division, q."window", q.table_name, q."row"',
+        divisions, windows, tables, numbers))
+
+
+async def _exists(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                    qualified(schema, "quarantine")))

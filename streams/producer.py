@@ -85,8 +85,15 @@ class Producer:
         target: TableTarget,
         rows: Iterable[Row] | AsyncIterable[Row],
         progress: Callable[[int], object] | None = None,
+        *,
+        first_row: int = 1,
+        end: bool = True,
     ) -> int:
-        """Send every row, then the table-end; returns the row count."""
+        """Send every row, then the table-end; returns the row count.
+
+        ``first_row``/``end``: a table sent in parts (the HTTP API) numbers each part on
+        from where the previous one ended and sends the table-end with the last part only.
+        """
         self.check(target)
         count = 0
         chunk: list[Record] = []
@@ -95,7 +102,7 @@ class Producer:
             seq = row.get(target.seq_field) if target.seq_field else None
             chunk.append(Record(
                 division=target.division, table=target.table, window=target.window,
-                row=count, payload=dict(row), op=target.op,
+                row=first_row + count - 1, payload=dict(row), op=target.op,
                 seq=None if seq is None or isinstance(seq, bool | float) else seq,
             ))
             if len(chunk) >= self.chunk_size:
@@ -107,7 +114,8 @@ class Producer:
             await self.send_records(chunk)
             if progress is not None:
                 progress(len(chunk))
-        await self.end_table(target, count)
+        if end:
+            await self.end_table(target, first_row + count - 1)
         return count
 
     async def send_records(self, records: list[Record]) -> None:

@@ -186,6 +186,40 @@ return {'timed_out', 'timed_out'}
 """
 
 
+_SUMMARY = """
+local names = redis.call('ZRANGE', KEYS[1], 0, -1)
+local prefix, keep_waiting, keep_done = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local counts, waiting, done = {}, {}, {}
+for _, name in ipairs(names) do
+  local status = redis.call('HGET', prefix .. name, 'status') or ''
+  counts[status] = (counts[status] or 0) + 1
+  if status == 'completed' or status == 'partial' then
+    table.insert(done, name)
+    if #done > keep_done then table.remove(done, 1) end
+  else
+    table.insert(waiting, name)
+    if #waiting > keep_waiting then table.remove(waiting, 1) end
+  end
+end
+local flat = {}
+for status, n in pairs(counts) do
+  table.insert(flat, status)
+  table.insert(flat, n)
+end
+return {flat, waiting, done}
+"""
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """A division's windows in brief: how many per status, and the names of the newest
+    ones not yet complete and the newest complete ones (oldest first)."""
+
+    counts: dict[str, int]
+    waiting: list[str]
+    done: list[str]
+
+
 @dataclass(frozen=True)
 class Transition:
     """What one state update did: the window's status now, and the event it emitted."""
@@ -215,6 +249,7 @@ class WindowStore:
         self.keys = keys
         self._account = client.register_script(_ACCOUNT)
         self._tick = client.register_script(_TICK)
+        self._summary = client.register_script(_SUMMARY)
 
     def _hash(self, division: str, window: str) -> str:
         return self.keys.state(division, f"w:{window}")
@@ -261,13 +296,27 @@ class WindowStore:
         index = self.keys.state(division, "windows")
         names: Any = await (self.redis.zrange(index, 0, -1) if since is None else
                             self.redis.zrangebyscore(index, since, "+inf"))
-        windows = [_text(raw) for raw in names]
+        return await self.states(division, [_text(raw) for raw in names])
+
+    async def states(self, division: str, windows: Sequence[str]) -> list[dict[str, str]]:
+        """The state fields of the named windows of a division."""
         pipe = self.redis.pipeline(transaction=False)
         for window in windows:
             pipe.hgetall(self._hash(division, window))
         states: list[Any] = await pipe.execute() if windows else []
         return [{"window": window, **{_text(k): _text(v) for k, v in fields.items()}}
                 for window, fields in zip(windows, states, strict=True)]
+
+    async def summary(self, division: str, waiting: int = 50, done: int = 8) -> WindowSummary:
+        """Counts per status and the newest windows of each kind, in one script (the
+        status page with 10,000 windows reads these, not every window's state)."""
+        found: Any = await self._summary(
+            keys=[self.keys.state(division, "windows")],
+            args=[self.keys.state(division, "w:"), waiting, done])
+        flat, names_waiting, names_done = found
+        counts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return WindowSummary(counts, [_text(n) for n in names_waiting],
+                             [_text(n) for n in names_done])
 
 
 def _text(value: bytes | str | None) -> str:

@@ -23,6 +23,7 @@ import structlog
 
 from assay.db import report
 from assay.demo.simulator import Simulator
+from assay.demo.via_http import HttpSide, replay_http, start_serve
 from assay.runner import Context, open_context
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
@@ -46,6 +47,9 @@ class DemoOptions:
     last: str | None = None
     timeout_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
+    via: str = "redis"
+    """``http``: the records go through ``assay serve`` (see ``assay.demo.via_http``)."""
+    keep_running: bool = False
 
 
 def procfile_layers(path: Path) -> list[tuple[str, str]]:
@@ -176,19 +180,30 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     await ctx.close()
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
     processes = await start_layers(options, redis_url, database_url)
+    http_rows = None
+    linger = options.keep_running and options.via == "http"
     try:
-        records_in = await replay(ctx, simulator, err)
+        if options.via == "http":
+            http_rows, side = await _via_http(options, simulator, redis_url, database_url, err)
+            processes.append(side.process)
+            records_in = sum(len(e.rows) for e in simulator.exports())
+        else:
+            records_in = await replay(ctx, simulator, err)
         divisions = list(ctx.plan.config.divisions)
         completed = await wait_until_done(ctx, divisions, simulator.windows(), processes,
                                           options.timeout_s)
-    finally:
-        codes = await stop_layers(processes)
+    except BaseException:
+        await stop_layers(processes)
+        raise
+    codes = [] if linger else await stop_layers(processes)
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
         summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
                                        divisions, records_in, ctx.plan.config.gold.linkage,
                                        completed)
+        if http_rows is not None:
+            summary["http_rows"] = http_rows
         summary["seconds"] = round(time.monotonic() - started, 1)
     finally:
         await ctx.close()
@@ -198,10 +213,46 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
         out.write(msgspec.json.encode({"summary": summary}).decode() + "\n")
     else:
         out.write(format_table(rows, summary) + "\n")
+    if linger:
+        out.flush()
+        await until_interrupted(err)
+        codes = await stop_layers(processes)
     if any(codes):
         err.write(f"a layer process exited with {codes}\n")
         return 1
     return 0
+
+
+async def until_interrupted(err: TextIO) -> None:
+    """``--via http --keep-running``: the layers and ``assay serve`` go on until Ctrl-C."""
+    err.write("  the layers and the HTTP API keep running; Ctrl-C stops them\n")
+    err.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _via_http(options: DemoOptions, simulator: Simulator, redis_url: str,
+                    database_url: str, err: TextIO) -> tuple[int, HttpSide]:
+    """Start ``assay serve`` and send every export through it."""
+    side = await start_serve(options.config_dir, options.log_dir, {
+        **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+        "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"})
+    if options.keep_running:
+        err.write(f"  status page: {side.url}/  token for this run: {side.token}\n"
+                  f"  e.g. curl -H 'Authorization: Bearer {side.token}' {side.url}/v1/windows\n")
+        err.flush()
+    try:
+        return await replay_http(side, simulator.exports(), err), side
+    except BaseException:
+        await stop_layers([side.process])
+        raise
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
