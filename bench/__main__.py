@@ -19,24 +19,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import functools
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from bench import e2e, readme, report
-
-RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = RESULTS.parent.parent
+from bench.runs import RESULTS, ROOT, repeat
 
 
 def urls(stack: ExitStack) -> tuple[str, str, bool]:
@@ -48,42 +43,6 @@ def urls(stack: ExitStack) -> tuple[str, str, bool]:
 
     started = stack.enter_context(Services(default_data_dir()))
     return started.redis_url, started.database_url, True
-
-
-def measured(name: str, part: Callable[[], dict[str, Any]], servers: dict[str, Any],
-             runs: int, results: Path) -> None:
-    """Run one part ``runs`` times with the machine's state recorded beside each run; store
-    every run, and the median one as ``<name>.json``."""
-    series = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = results / "runs" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    done = []
-    for run in range(1, runs + 1):
-        load_start = os.getloadavg()
-        started = dt.datetime.now(dt.UTC)
-        result = part()
-        result["machine"] = {
-            "cores": os.cpu_count(), "date": started.isoformat(timespec="seconds"),
-            "load_start": [round(x, 2) for x in load_start],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
-            "python": sys.version.split()[0], **code_version(), "servers": servers,
-            "series": series, "run": run, "runs": runs, "command": command(),
-        }
-        (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
-        print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
-        done.append(result)
-    (results / f"{name}.json").write_text(json.dumps(median_run(done), indent=1))
-
-
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run whose headline figure is the (lower) median of the series."""
-    ranked = sorted(runs, key=report.headline)
-    return ranked[(len(ranked) - 1) // 2]
-
-
-def command() -> str:
-    """How this invocation was started, as one would type it again."""
-    return shlex.join(["python", "-m", "bench", *sys.argv[1:]])
 
 
 async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict[str, Any]:
@@ -106,19 +65,6 @@ async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict
     return {"embedded": embedded, "postgres": pg,
             "redis": f"{info.get('server_name', 'redis')} {info.get('redis_version')}",
             "redis_aof": bool(int(persistence.get("aof_enabled", 0)))}
-
-
-def code_version() -> dict[str, Any]:
-    """The commit measured, and the production files that differ from it."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
-                              text=True, check=False)
-        return done.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
-               if line[3:].split("/")[0] in ("assay", "contracts", "streams", "processors",
-                                             "db", "config")]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": changed}
 
 
 def peer(database_url: str, records: int, loads: int) -> dict[str, Any]:
@@ -209,20 +155,20 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
         for rate in option("rate", [20_000.0, 0.0]):
             name = f"e2e-{int(rate)}" if rate else "e2e-unthrottled"
             profile = args.results / "profiles" / name if option("profile", False) else None
-            measured(name, functools.partial(
+            repeat(name, functools.partial(
                 _throughput, redis_url, database_url, rate=rate or None,
                 seconds=option("seconds", 30.0), warmup=option("warmup", 5.0),
                 backlog=option("backlog", None), window_chunks=option("window_chunks", 10),
                 profile_dir=profile,
-                log_dir=option("logs", None)), servers, args.runs, args.results)
+                log_dir=option("logs", None)), args.runs, args.results, servers)
     if args.part in (None, "latency"):
         for rate in option("rate", [1_000.0, 5_000.0]):
-            measured(f"latency-{int(rate)}", functools.partial(
-                _latency, redis_url, database_url, rate, option("seconds", 20.0)), servers,
-                args.runs, args.results)
+            repeat(f"latency-{int(rate)}", functools.partial(
+                _latency, redis_url, database_url, rate, option("seconds", 20.0)), args.runs,
+                args.results, servers)
     if args.part in (None, "peer"):
-        measured("peer", lambda: peer(database_url, option("records", 100_000),
-                                      option("loads", 3)), servers, args.runs, args.results)
+        repeat("peer", lambda: peer(database_url, option("records", 100_000),
+                                    option("loads", 3)), args.runs, args.results, servers)
 
 
 def _throughput(redis_url: str, database_url: str, **options: Any) -> dict[str, Any]:

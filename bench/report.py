@@ -27,16 +27,26 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
     if result["kind"] == "latency":
         return (f"{name}: at {result['achieved_rate']:,}/s p50 {result['p50_ms']} ms, "
                 f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
+    if result["kind"] == "layers":
+        return f"{name}: " + ", ".join(f"{k} {n:,}/s" for k, n in result["records_per_s"].items())
+    if result["kind"] == "forwarding":
+        return f"{name}: " + ", ".join(f"{x['method']} {x['records_per_s']:,}/s"
+                                       for x in result["methods"])
     best = ", ".join(f"{fmt} {n:,}/s" for fmt, n in best_loads(result).items())
     return f"{name}: {result['peer']} merge of {result['records']:,} records, best: {best}"
 
 
 def headline(result: dict[str, Any]) -> float:
-    """The figure a run is ranked by: records/s, p99 latency, or the best dlt csv load."""
+    """The figure a run is ranked by: records/s (Silver's alone in ``layers``, batched
+    forwarding's), p99 latency, or the best dlt csv load."""
     if result["kind"] == "throughput":
         return float(result["records_per_s"])
     if result["kind"] == "latency":
         return float(result["p99_ms"] or 0.0)
+    if result["kind"] == "layers":
+        return float(result["records_per_s"]["silver"])
+    if result["kind"] == "forwarding":
+        return float(result["methods"][-1]["records_per_s"])
     best = best_loads(result)
     return float(best.get("csv", max(best.values(), default=0)))
 

@@ -103,3 +103,21 @@ def test_the_committed_readme_block_is_what_bench_report_generates() -> None:
     root = Path(__file__).resolve().parents[1]
     text = (root / "README.md").read_text()
     assert readme.block(root / "bench" / "results") in text
+
+
+def test_micro_benchmark_runs_become_rows_and_missing_ones_are_named(tmp_path: Path) -> None:
+    folder, _ = results(tmp_path)
+    silver = [30_000, 36_000, 33_000]
+    for run, rate in enumerate(silver, 1):
+        store(folder, "layers", {"kind": "layers", "records": 100_000,
+                                 "validation": "compiled", "silver_rows": 99_000,
+                                 "records_per_s": {"producer": 90_000, "bronze": 60_000,
+                                                   "silver": rate},
+                                 "machine": machine("20261204T110000Z", run, 3, 1.0)})
+    text = readme.block(folder)
+
+    line = next(x for x in text.splitlines() if x.startswith("| silver, one consumer"))
+    assert f"{statistics.median(silver):,.0f} ({min(silver):,}–{max(silver):,})" in line
+    assert "compiled validation" in line
+    forwarding = next(x for x in text.splitlines() if x.startswith("| forwarding"))
+    assert "not stored in `bench/results/`" in forwarding
