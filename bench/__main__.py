@@ -12,7 +12,9 @@ per invocation), its median run as bench/results/<part>.json; then the report is
 from every JSON there, and the Performance block of README.md from the newest series of
 each part (``bench.readme``). Without REDIS_URL/DATABASE_URL, embedded servers are
 started as the CLI does.
-(``python -m bench.forwarding`` is the separate forwarding micro-benchmark.)
+(``python -m bench.forwarding`` and ``python -m bench.layers`` are separate micro-benchmarks
+that store their runs the same way; ``python -m bench.ledger`` prints the CPU per record
+of the accounting ledger's writes.)
 """
 
 from __future__ import annotations
