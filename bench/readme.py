@@ -177,13 +177,19 @@ def block(folder: Path) -> str:
         lines += latency_rows(runs)
     for runs in parts(folder, "peer").values():
         lines += peer_rows(runs)
-    servers = next((r[0]["machine"].get("servers") for r in parts(folder, "throughput").values()
-                    if r[0]["machine"].get("servers")), None)
-    gold = folder / "gold.md"
-    if gold.exists():
+    if (folder / "gold.md").exists():
         lines.append("| Gold at scale: window → KPIs, linkage both ways | see "
                      "`bench/results/gold.md` (stored as text, one run) | "
                      "`python -m bench.gold` |")
+    lines += micro_rows(folder)
+    lines += [f"| {what} | not stored in `bench/results/` | `{command}` |"
+              for what, command in UNSTORED]
+    return "\n".join([*lines, *servers_line(folder), "", END])
+
+
+def micro_rows(folder: Path) -> list[str]:
+    """Rows of the micro-benchmarks that store runs; one line naming each that has none."""
+    lines = []
     for kind, rows in MICRO.items():
         found = parts(folder, kind)
         for runs in found.values():
@@ -191,15 +197,21 @@ def block(folder: Path) -> str:
         if not found:
             what, command = STORED_BY[kind]
             lines.append(f"| {what} | not stored in `bench/results/` | `{command}` |")
-    lines += [f"| {what} | not stored in `bench/results/` | `{command}` |"
-              for what, command in UNSTORED]
-    if servers:
-        pg, cores = servers["postgres"], next(iter(parts(folder, "throughput").values()))[0]
-        lines += ["", f"Servers of the end-to-end runs: PostgreSQL {pg['server_version']} "
-                  f"(fsync {pg['fsync']}, synchronous_commit {pg['synchronous_commit']}), "
-                  f"{servers['redis']} (AOF {'on' if servers['redis_aof'] else 'off'}), "
-                  f"{cores['machine']['cores']} cores."]
-    return "\n".join([*lines, "", END])
+    return lines
+
+
+def servers_line(folder: Path) -> list[str]:
+    """The servers the end-to-end runs measured, as the first of them recorded them."""
+    first = next((runs[0] for runs in parts(folder, "throughput").values()
+                  if runs[0]["machine"].get("servers")), None)
+    if first is None:
+        return []
+    servers = first["machine"]["servers"]
+    pg = servers["postgres"]
+    return ["", f"Servers of the end-to-end runs: PostgreSQL {pg['server_version']} "
+            f"(fsync {pg['fsync']}, synchronous_commit {pg['synchronous_commit']}), "
+            f"{servers['redis']} (AOF {'on' if servers['redis_aof'] else 'off'}), "
+            f"{first['machine']['cores']} cores."]
 
 
 def update(readme: Path, folder: Path) -> bool:
