@@ -1,6 +1,6 @@
 """``python -m bench``: the end-to-end benchmark (``make bench``).
 
-    python -m bench                       # e2e + latency at 1k and 5k/s + dlt peer, 3 runs each
+    python -m bench                       # e2e, latency at 1k, 5k, 10k/s, dlt peer; 3 runs each
     python -m bench e2e --seconds 30      # throughput at 20k/s offered and unthrottled
     python -m bench latency --rate 5000   # XADD-to-Silver latency at a fixed rate
     python -m bench peer                  # dlt loading the same rows with a merge
@@ -164,7 +164,7 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
                 profile_dir=profile,
                 log_dir=option("logs", None)), args.runs, args.results, servers)
     if args.part in (None, "latency"):
-        for rate in option("rate", [1_000.0, 5_000.0]):
+        for rate in option("rate", [1_000.0, 5_000.0, 10_000.0]):
             repeat(f"latency-{int(rate)}", functools.partial(
                 _latency, redis_url, database_url, rate, option("seconds", 20.0)), args.runs,
                 args.results, servers)
