@@ -37,7 +37,7 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
                 f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
     if result["kind"] == "layers":
         return f"{name}: " + ", ".join(f"{k} {n:,}/s" for k, n in result["records_per_s"].items())
-    if result["kind"] == "forwarding":
+    if result["kind"] in ("forwarding", "validation"):
         return f"{name}: " + ", ".join(f"{x['method']} {x['records_per_s']:,}/s"
                                        for x in result["methods"])
     best = ", ".join(f"{fmt} {n:,}/s" for fmt, n in best_loads(result).items())
@@ -46,7 +46,8 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
 
 def headline(result: dict[str, Any]) -> float:
     """The figure a run is ranked by: records/s (Silver's alone in ``layers``, batched
-    forwarding's), p99 latency, or the best dlt csv load."""
+    forwarding's, compiled validation's per CPU second), p99 latency, or the best dlt csv
+    load."""
     if result["kind"] == "throughput":
         return float(result["records_per_s"])
     if result["kind"] == "latency":
@@ -55,6 +56,8 @@ def headline(result: dict[str, Any]) -> float:
         return float(result["records_per_s"]["silver"])
     if result["kind"] == "forwarding":
         return float(result["methods"][-1]["records_per_s"])
+    if result["kind"] == "validation":
+        return float(result["methods"][-1]["records_per_cpu_s"])
     best = best_loads(result)
     return float(best.get("csv", max(best.values(), default=0)))
 
