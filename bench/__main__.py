@@ -1,22 +1,27 @@
 """``python -m bench``: the end-to-end benchmark (``make bench``).
 
-    python -m bench                       # e2e + latency at 1k and 5k/s + dlt peer (~4 min)
+    python -m bench                       # e2e, latency at 1k, 5k, 10k/s, dlt peer; 3 runs each
     python -m bench e2e --seconds 30      # throughput at 20k/s offered and unthrottled
     python -m bench latency --rate 5000   # XADD-to-Silver latency at a fixed rate
     python -m bench peer                  # dlt loading the same rows with a merge
     python -m bench http                  # HTTP ingest beside XADD, upload RSS, status page
-    python -m bench report                # re-render bench/results/e2e.md and e2e.png
+    python -m bench peer --runs 5         # any part N times (default 3)
+    python -m bench report                # re-render e2e.md, e2e.png and README's figures
 
-Each part writes its JSON to bench/results/ and re-renders the report from every JSON
-there. Without REDIS_URL/DATABASE_URL, embedded servers are started as the CLI does.
-(``python -m bench.forwarding`` is the separate forwarding micro-benchmark.)
+Each run of a part is stored as bench/results/runs/<part>/<series>-<run>.json (one series
+per invocation), its median run as bench/results/<part>.json; then the report is re-rendered
+from every JSON there, and the Performance block of README.md from the newest series of
+each part (``bench.readme``). Without REDIS_URL/DATABASE_URL, embedded servers are
+started as the CLI does.
+(``python -m bench.forwarding`` and ``python -m bench.layers`` are separate micro-benchmarks
+that store their runs the same way; ``python -m bench.ledger`` prints the CPU per record
+of the accounting ledger's writes.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import functools
 import json
 import os
@@ -24,14 +29,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, report
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import e2e, readme, report
+from bench.runs import RESULTS, ROOT, repeat
 
 
 def urls(stack: ExitStack) -> tuple[str, str, bool]:
@@ -43,22 +46,6 @@ def urls(stack: ExitStack) -> tuple[str, str, bool]:
 
     started = stack.enter_context(Services(default_data_dir()))
     return started.redis_url, started.database_url, True
-
-
-def measured(name: str, part: Callable[[], dict[str, Any]], servers: dict[str, Any]) -> None:
-    """Run one part with the machine's state recorded beside it; save it as JSON."""
-    load_start = os.getloadavg()
-    started = dt.datetime.now(dt.UTC)
-    result = part()
-    result["machine"] = {
-        "cores": os.cpu_count(), "date": started.isoformat(timespec="seconds"),
-        "load_start": [round(x, 2) for x in load_start],
-        "load_end": [round(x, 2) for x in os.getloadavg()],
-        "python": sys.version.split()[0], **code_version(), "servers": servers,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
-    print(report.summary_line(name, result), flush=True)
 
 
 async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict[str, Any]:
@@ -83,25 +70,12 @@ async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict
             "redis_aof": bool(int(persistence.get("aof_enabled", 0)))}
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured, and the production files that differ from it."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=RESULTS.parent.parent, capture_output=True,
-                              text=True, check=False)
-        return done.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
-               if line[3:].split("/")[0] in ("assay", "contracts", "streams", "processors",
-                                             "db", "config")]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": changed}
-
-
-def peer(database_url: str, records: int) -> dict[str, Any]:
+def peer(database_url: str, records: int, loads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "peer.json"
         subprocess.run([sys.executable, "-m", "bench.peer_dlt", "--records", str(records),
-                        "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL,
+                        "--runs", str(loads), "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        env={**os.environ, "DATABASE_URL": database_url})
         result: dict[str, Any] = json.loads(out.read_text())
         return result
@@ -109,9 +83,17 @@ def peer(database_url: str, records: int) -> dict[str, Any]:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--runs", type=int, default=argparse.SUPPRESS,
+                      help="runs of each part (default 3; the README shows their median)")
+    runs.add_argument("--results", type=Path, default=argparse.SUPPRESS,
+                      help="store runs and reports here (default bench/results; only that "
+                           "one regenerates README.md's figures)")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
+                                     parents=[runs])
+    parser.set_defaults(runs=3, results=RESULTS)
     parts = parser.add_subparsers(dest="part")
-    p = parts.add_parser("e2e", help="throughput, ingest to Silver committed")
+    p = parts.add_parser("e2e", help="throughput, ingest to Silver committed", parents=[runs])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--rate", type=float, action="append",
@@ -125,16 +107,20 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="py-spy each layer; collapsed stacks in bench/results/profiles/")
     p.add_argument("--logs", type=Path, default=None, help="keep the layers' logs here")
-    p = parts.add_parser("latency", help="XADD-to-Silver latency at a fixed rate")
+    p = parts.add_parser("latency", help="XADD-to-Silver latency at a fixed rate", parents=[runs])
     p.add_argument("--rate", type=float, action="append", help="records/s (repeatable)")
     p.add_argument("--seconds", type=float, default=20.0)
-    p = parts.add_parser("peer", help="dlt merge-loading the same rows")
+    p = parts.add_parser("peer", help="dlt merge-loading the same rows, three ways", parents=[runs])
     p.add_argument("--records", type=int, default=100_000)
-    p = parts.add_parser("http", help="HTTP ingest beside XADD, 200 MB upload RSS, status page")
+    p.add_argument("--loads", type=int, default=3,
+                   help="loads per dlt configuration in each run; its best counts (default 3)")
+    p = parts.add_parser("http", parents=[runs],
+                         help="HTTP ingest beside XADD, 200 MB upload RSS, status page")
     p.add_argument("--only", choices=["throughput", "upload", "page"], action="append")
     p.add_argument("--rows", type=int, default=300_000, help="rows per path (throughput)")
     p.add_argument("--upload-rows", type=int, default=1_000_000)
-    parts.add_parser("report", help="re-render the report from bench/results/*.json")
+    parts.add_parser("report", parents=[runs],
+                     help="re-render the reports and README's figures from bench/results/")
     p = parts.add_parser("produce", help="(internal) the producer process of a run")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--divisions", required=True)
@@ -156,8 +142,12 @@ def main() -> None:
     if args.part != "report":
         with ExitStack() as stack:
             run_parts(args, *urls(stack))
-    report.render(RESULTS)
-    print(f"report: {RESULTS / 'e2e.md'}, {RESULTS / 'e2e.png'}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    report.render(args.results)
+    regenerated = (args.results == RESULTS
+                   and readme.update(ROOT / "README.md", args.results))
+    print(f"report: {args.results / 'e2e.md'}, {args.results / 'e2e.png'}"
+          + (", README.md's Performance block" if regenerated else ""))
 
 
 def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
@@ -172,27 +162,30 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
     if args.part in (None, "e2e"):
         for rate in option("rate", [20_000.0, 0.0]):
             name = f"e2e-{int(rate)}" if rate else "e2e-unthrottled"
-            profile = RESULTS / "profiles" / name if option("profile", False) else None
-            measured(name, functools.partial(
+            profile = args.results / "profiles" / name if option("profile", False) else None
+            repeat(name, functools.partial(
                 _throughput, redis_url, database_url, rate=rate or None,
                 seconds=option("seconds", 30.0), warmup=option("warmup", 5.0),
                 backlog=option("backlog", None), window_chunks=option("window_chunks", 10),
                 profile_dir=profile,
-                log_dir=option("logs", None)), servers)
+                log_dir=option("logs", None)), args.runs, args.results, servers)
     if args.part in (None, "latency"):
-        for rate in option("rate", [1_000.0, 5_000.0]):
-            measured(f"latency-{int(rate)}", functools.partial(
-                _latency, redis_url, database_url, rate, option("seconds", 20.0)), servers)
+        for rate in option("rate", [1_000.0, 5_000.0, 10_000.0]):
+            repeat(f"latency-{int(rate)}", functools.partial(
+                _latency, redis_url, database_url, rate, option("seconds", 20.0)), args.runs,
+                args.results, servers)
     if args.part == "http":
         from bench import http
 
         for name in args.only or ["throughput", "upload", "page"]:
             options = ({"rows": args.rows} if name == "throughput" else
                        {"rows": args.upload_rows} if name == "upload" else {})
-            measured(f"http-{name}", functools.partial(
-                http.main, name, redis_url, database_url, **options), servers)
+            repeat(f"http-{name}", functools.partial(
+                http.main, name, redis_url, database_url, **options), args.runs,
+                args.results, servers)
     if args.part in (None, "peer"):
-        measured("peer", lambda: peer(database_url, option("records", 100_000)), servers)
+        repeat("peer", lambda: peer(database_url, option("records", 100_000),
+                                    option("loads", 3)), args.runs, args.results, servers)
 
 
 def _throughput(redis_url: str, database_url: str, **options: Any) -> dict[str, Any]:

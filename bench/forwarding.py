@@ -5,7 +5,10 @@ stream and reading them back through a consumer group (XREADGROUP + decode + XAC
 three ways: one XADD round trip per record, one entry per record pipelined, and one
 entry per batch of records (what assay does between layers).
 
-    python -m bench.forwarding [--records 100000] [--batch 500]
+    python -m bench.forwarding [--records 100000] [--batch 500] [--runs 3]
+
+Each run is stored in bench/results/ (``bench.runs``) as part ``forwarding``, and the
+README's figures are regenerated from there.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import asyncio
 import os
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from assay.contracts.messages import Record, RecordBatch
 from assay.streams.codec import decode_entry, encode, flatten
+from bench import readme
+from bench.runs import RESULTS, ROOT, repeat
 
 
 def records(n: int) -> list[Record]:
@@ -59,11 +66,21 @@ async def read_all(client: aioredis.Redis, stream: str, expected: int, count: in
         await client.xack(stream, "g", *[i for i, _ in entries])
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3, help="runs (the README shows the median)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    repeat("forwarding", lambda: asyncio.run(measure(args)), args.runs, args.results,
+           program="python -m bench.forwarding")
+    if args.results == RESULTS:
+        readme.update(ROOT / "README.md", RESULTS)
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the three ways, each on a stream of its own."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     client = aioredis.from_url(url)
     recs = records(args.records)
@@ -94,7 +111,11 @@ async def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, n, w, r, b in rows:
         print(f"| {name} | {n:,} | {w:,.0f} | {r:,.0f} | {b:,.0f} |")
+    return {"kind": "forwarding", "records": args.records, "batch": args.batch,
+            "methods": [{"method": name, "records": n, "write_per_s": round(w),
+                         "read_per_s": round(r), "records_per_s": round(b)}
+                        for name, n, w, r, b in rows]}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

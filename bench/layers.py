@@ -6,7 +6,10 @@ a Bronze consumer drains it in burst mode and is timed; then a Silver consumer d
 what Bronze forwarded. This isolates each layer's cost; the end-to-end figure, with
 every layer in its own process and the producer running concurrently, is ``bench.e2e``.
 
-    python -m bench.layers [--records 100000] [--cerberus] [--profile silver]
+    python -m bench.layers [--records 100000] [--cerberus] [--profile silver] [--runs 3]
+
+Each run is stored in bench/results/ (``bench.runs``) as part ``layers`` (``layers-cerberus``
+with ``--cerberus``), and the README's figures are regenerated from there.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any
 
 from assay.runner import Context, make_consumer, open_context
 from assay.streams.producer import Producer, TableTarget
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench import readme
+from bench.runs import RESULTS, ROOT, repeat
 
 
 def order_lines(n: int) -> list[dict[str, Any]]:
@@ -62,13 +65,24 @@ async def timed(ctx: Context, layer: str, profile: bool) -> float:
     return time.perf_counter() - started
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--cerberus", action="store_true",
                         help="Validate with Cerberus itself instead of the compiled checks.")
     parser.add_argument("--profile", choices=["bronze", "silver"], default=None)
+    parser.add_argument("--runs", type=int, default=3, help="runs (the README shows the median)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    name = "layers-cerberus" if args.cerberus else "layers"
+    repeat(name, lambda: asyncio.run(measure(args)), args.runs, args.results,
+           program="python -m bench.layers")
+    if args.results == RESULTS:
+        readme.update(ROOT / "README.md", RESULTS)
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One run: records/s of the producer, then Bronze, then Silver, each draining alone."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     folder = config_copy(prefix, args.cerberus)
     ctx = await open_context(folder, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -97,10 +111,14 @@ async def main() -> None:
           f" validation: {'cerberus' if args.cerberus else 'compiled'}, silver rows: {landed:,}")
     print("| stage | records | seconds | records/s |")
     print("|---|---:|---:|---:|")
-    for name, seconds in (("producer (XADD, batched)", produce_s), ("bronze", bronze_s),
-                          ("silver", silver_s)):
-        print(f"| {name} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |")
+    stages = {"producer": produce_s, "bronze": bronze_s, "silver": silver_s}
+    for stage, seconds in stages.items():
+        print(f"| {stage} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |")
+    return {"kind": "layers", "records": n,
+            "validation": "cerberus" if args.cerberus else "compiled", "silver_rows": landed,
+            "seconds": {k: round(v, 3) for k, v in stages.items()},
+            "records_per_s": {k: round(n / v) for k, v in stages.items()}}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

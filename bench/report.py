@@ -12,10 +12,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-TARGET_RATE = 20_000
-TARGET_P99_MS = 1_000.0
-TARGET_P99_AT = 5_000
+TARGET_RATE = 35_000
+"""Records/s end to end with the producer unthrottled (issue 16)."""
+TARGET_PEER_RATIO = 1.75
+"""End to end unthrottled over dlt's best dict-row ``csv`` load."""
+TARGET_CPU_US = 40.0
+"""CPU µs per record, all-in: layers, their PostgreSQL backends, producer, Redis."""
+TARGET_HOLD = 0.98
+"""A paced run holds its pace when it commits this share of the rate asked and drains."""
+TARGET_P99_MS = 100.0
+TARGET_P99_AT = 10_000
 TARGET_RSS_MB = 250
+LAYERS = ("bronze", "silver", "barrier")
 
 Results = dict[str, dict[str, Any]]
 
@@ -30,8 +38,46 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
     if result["kind"] == "latency":
         return (f"{name}: at {result['achieved_rate']:,}/s p50 {result['p50_ms']} ms, "
                 f"p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
-    loads = ", ".join(f"{x['records_per_s']:,}/s" for x in result["loads"])
-    return f"{name}: {result['peer']} merge of {result['records']:,} records: {loads}"
+    if result["kind"] == "layers":
+        return f"{name}: " + ", ".join(f"{k} {n:,}/s" for k, n in result["records_per_s"].items())
+    if result["kind"] in ("forwarding", "validation"):
+        return f"{name}: " + ", ".join(f"{x['method']} {x['records_per_s']:,}/s"
+                                       for x in result["methods"])
+    best = ", ".join(f"{fmt} {n:,}/s" for fmt, n in best_loads(result).items())
+    return f"{name}: {result['peer']} merge of {result['records']:,} records, best: {best}"
+
+
+def headline(result: dict[str, Any]) -> float:
+    """The figure a run is ranked by: records/s (Silver's alone in ``layers``, batched
+    forwarding's, compiled validation's per CPU second), p99 latency, or the best dlt csv
+    load."""
+    if result["kind"] == "throughput":
+        return float(result["records_per_s"])
+    if result["kind"] == "latency":
+        return float(result["p99_ms"] or 0.0)
+    if result["kind"] == "layers":
+        return float(result["records_per_s"]["silver"])
+    if result["kind"] == "forwarding":
+        return float(result["methods"][-1]["records_per_s"])
+    if result["kind"] == "validation":
+        return float(result["methods"][-1]["records_per_cpu_s"])
+    if result["kind"] == "http-throughput":
+        return float(min(x["of_xadd"] for x in result["results"] if x["path"] != "xadd"))
+    if result["kind"] == "http-upload":
+        return float(result["serve_peak_rss_mb"])
+    if result["kind"] == "http-page":
+        return float(result["render_ms_median"])
+    best = best_loads(result)
+    return float(best.get("csv", max(best.values(), default=0)))
+
+
+def best_loads(peer: dict[str, Any]) -> dict[str, int]:
+    """The best records/s per dlt configuration (loads stored before formats: insert_values)."""
+    best: dict[str, int] = {}
+    for x in peer["loads"]:
+        fmt = x.get("format", "insert_values")
+        best[fmt] = max(best.get(fmt, 0), x["records_per_s"])
+    return best
 
 
 KINDS = ("throughput", "latency", "peer")
@@ -82,7 +128,9 @@ def _machine(result: dict[str, Any]) -> str:
         servers = (f", {'embedded ' if sv['embedded'] else ''}PostgreSQL {pg['server_version']}"
                    f" (fsync {pg['fsync']}, synchronous_commit {pg['synchronous_commit']}) and "
                    f"{sv['redis']} (AOF {'on' if sv['redis_aof'] else 'off'})")
-    return (f"{m['date']}, commit {m.get('commit', '?')}{dirty}, {m['cores']} cores, "
+    runs = (f", run {m['run']} of {m['runs']} (the median one; all in runs/)"
+            if m.get("runs", 1) > 1 else "")
+    return (f"{m['date']}{runs}, commit {m.get('commit', '?')}{dirty}, {m['cores']} cores, "
             f"load average {' '.join(map(str, m['load_start']))} at start, "
             f"{' '.join(map(str, m['load_end']))} at end{servers}")
 
@@ -98,7 +146,7 @@ def markdown(results: Results, folder: Path) -> str:
     runs = throughput_runs(results)
     lat = latency_runs(results)
     peer = results.get("peer")
-    lines += targets(runs, lat)
+    lines += targets(runs, lat, peer)
     for name, run in runs.items():
         lines += throughput_section(run)
         lines += profile_section(folder / "profiles" / name)
@@ -109,16 +157,35 @@ def markdown(results: Results, folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def targets(runs: Results, lat: list[dict[str, Any]]) -> list[str]:
+def targets(runs: Results, lat: list[dict[str, Any]], peer: dict[str, Any] | None
+            ) -> list[str]:
     lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
     for r in runs.values():
         rate = r["records_per_s"]
-        lines.append(f"| ≥ {TARGET_RATE:,} records/s end to end | {rate:,} ({_pace(r)}) | "
-                     f"{_met(rate >= TARGET_RATE)} |")
+        if r.get("rate_asked"):
+            held = rate >= TARGET_HOLD * r["rate_asked"] and r["drained_s"] is not None
+            lines.append(f"| holds {r['rate_asked']:,.0f} records/s, drained when the producer "
+                         f"stops | {rate:,}, drained {_drained(r)} | {_met(held)} |")
+            continue
+        lines.append(f"| ≥ {TARGET_RATE:,} records/s end to end, producer unthrottled | "
+                     f"{rate:,} | {_met(rate >= TARGET_RATE)} |")
+        cpu = cpu_us_per_record(r).get("all")
+        if cpu is not None:
+            lines.append(f"| ≤ {TARGET_CPU_US:.0f} µs CPU per record, all-in | {cpu:,.1f} µs "
+                         f"| {_met(cpu <= TARGET_CPU_US)} |")
+        csv = best_loads(peer).get("csv") if peer else None
+        if csv:
+            ratio = rate / csv
+            met = _met(ratio >= TARGET_PEER_RATIO)
+            lines.append(f"| ≥ {TARGET_PEER_RATIO}× dlt's best dict-row `csv` load | "
+                         f"{ratio:.2f}× ({rate:,} / {csv:,}) | {met} |")
     at = next((r for r in lat if r["rate"] == TARGET_P99_AT), None)
     if at and at["p99_ms"] is not None:
-        lines.append(f"| p99 < {TARGET_P99_MS / 1000:.0f} s at {TARGET_P99_AT:,} records/s | "
-                     f"{at['p99_ms']:,.0f} ms | {_met(at['p99_ms'] < TARGET_P99_MS)} |")
+        lines.append(f"| p99 ≤ {TARGET_P99_MS:.0f} ms at {TARGET_P99_AT:,} records/s | "
+                     f"{at['p99_ms']:,.0f} ms | {_met(at['p99_ms'] <= TARGET_P99_MS)} |")
+    else:
+        lines.append(f"| p99 ≤ {TARGET_P99_MS:.0f} ms at {TARGET_P99_AT:,} records/s | "
+                     "not measured | |")
     for label, group in (*((_pace(r), [r]) for r in runs.values()),
                          ("latency runs", lat)):
         rss = [kb for r in group for name, kb in r["rss_kb"].items()
@@ -128,6 +195,24 @@ def targets(runs: Results, lat: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| < {TARGET_RSS_MB} MB RSS per consumer process | {peak:,.0f} MB, "
                          f"largest, {label} | {_met(peak < TARGET_RSS_MB)} |")
     return [*lines, ""]
+
+
+def _drained(r: dict[str, Any]) -> str:
+    return "never" if r["drained_s"] is None else f"in {r['drained_s']} s"
+
+
+def cpu_us_per_record(run: dict[str, Any]) -> dict[str, float]:
+    """CPU µs per committed record: each layer (process + its PostgreSQL backends), the
+    producer, Redis, and all of them together."""
+    cores, rate = run["cpu_cores"], run["records_per_s"]
+    if not rate:
+        return {}
+    per = {name: ((cores.get(name) or 0.0) + (cores.get(f"postgres for {name}") or 0.0))
+           / rate * 1e6 for name in LAYERS}
+    per["producer"] = (cores.get("producer") or 0.0) / rate * 1e6
+    per["redis"] = (cores.get("redis server (all its clients)") or 0.0) / rate * 1e6
+    per["all"] = sum(per.values())
+    return per
 
 
 def throughput_section(r: dict[str, Any]) -> list[str]:
@@ -216,15 +301,28 @@ def peer_section(peer: dict[str, Any], runs: Results) -> list[str]:
         f"Measured {_machine(peer)}. `write_disposition=\"merge\"` on "
         f"`{peer['primary_key']}` into a schema of its own, {peer['records']:,} records per "
         "load, column hints with Silver's types (bigint, decimal, timestamp). dlt checks no "
-        "validation rules. Load 1 inserts every key, load 2 updates every key. dlt's figure "
-        "is one process doing extract, normalize and load in turn (no concurrent producer, "
-        "no ledger, no quarantine); assay's is streaming, every layer its own process.", "",
-        "| loader | records/s | seconds | extract / normalize / load s |", "|---|---:|---:|---|"]
+        "validation rules. Each configuration loads into a dataset of its own: load 1 inserts "
+        "every key, the next ones update every key. `insert_values` and `csv` get dict rows "
+        "(`csv` loads by COPY); `arrow+csv` gets the same text rows as typed Arrow tables "
+        "(cast by pyarrow inside the timed extract) and loads them by COPY: a raw load, "
+        "reported beside the others. dlt's figure is one process doing extract, normalize "
+        "and load in turn (no concurrent producer, no ledger, no quarantine); assay's is "
+        "streaming, every layer its own process.", "",
+        "| loader | records/s | seconds | extract / normalize / load s | CPU s |",
+        "|---|---:|---:|---|---:|"]
     for i, x in enumerate(peer["loads"], 1):
-        lines.append(f"| dlt, load {i} | {x['records_per_s']:,} | {x['seconds']} | "
-                     f"{x['extract_s']} / {x['normalize_s']} / {x['load_s']} |")
+        lines.append(f"| dlt {x.get('format', 'insert_values')}, load {x.get('load', i)} | "
+                     f"{x['records_per_s']:,} | {x['seconds']} | "
+                     f"{x['extract_s']} / {x['normalize_s']} / {x['load_s']} | "
+                     f"{x.get('cpu_s', '-')} |")
     lines += [f"| assay end to end, {_pace(r)} | {r['records_per_s']:,} | {r['seconds']} | "
               "streaming |" for r in runs.values()]
+    best = best_loads(peer)
+    lines += ["", "Best load per configuration: " + ", ".join(
+        f"{fmt} {n:,} records/s" for fmt, n in best.items()) + "."]
+    if "csv" in best:
+        lines += [f"- assay end to end, {_pace(r)}, per dlt `csv` best: "
+                  f"{r['records_per_s'] / best['csv']:.2f}×" for r in runs.values()]
     lines += ["", f"dlt process: peak RSS {_mb(peer['rss_kb'])} MB, {peer['cpu_s']} CPU s.", ""]
     return lines
 
@@ -338,8 +436,7 @@ def chart(results: Results, path: Path) -> None:
     compared = [(f"assay\n{_pace(r).replace('producer ', '')}", r["records_per_s"])
                 for r in runs.values()]
     if peer:
-        compared += [(f"dlt merge\nload {i}", x["records_per_s"])
-                     for i, x in enumerate(peer["loads"], 1)]
+        compared += [(f"dlt merge\n{fmt}, best", n) for fmt, n in best_loads(peer).items()]
     if compared:
         ax.bar([b[0] for b in compared], [b[1] for b in compared])
         ax.tick_params(axis="x", labelsize=8)

@@ -1,10 +1,12 @@
 """Silver validation throughput: Cerberus against the compiled validator, one process.
 
-    python bench/validation.py [--records N] [--seconds S]
+    python bench/validation.py [--records N] [--seconds S] [--runs 3]
 
 Validates generated order records (mostly valid, some not) against a realistic 15-field
 schema and prints a markdown table of records per second, measured on process CPU time
-(one core) and on the wall clock, with the machine's load average.
+(one core) and on the wall clock, with the machine's load average. Each run is stored in
+bench/results/ (``bench.runs``) as part ``validation``, and the README's figures are
+regenerated from there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assay.processors.validation import AssayValidator, compile_schema
+from bench import readme
+from bench.runs import RESULTS, ROOT, repeat
 
 SCHEMA: dict[str, Any] = {
     "order_id": {"type": "integer", "coerce": "integer", "required": True, "min": 1},
@@ -119,8 +123,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=5_000)
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="minimum CPU seconds per measurement")
+    parser.add_argument("--runs", type=int, default=3, help="runs (the README shows the median)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    repeat("validation", lambda: run(args), args.runs, args.results,
+           program="python bench/validation.py")
+    if args.results == RESULTS:
+        readme.update(ROOT / "README.md", RESULTS)
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One run: every validator on the same records, printed and returned."""
     records = make_records(args.records)
     compiled = compile_schema(SCHEMA, table="orders")
     assert compiled.fallback_rules == (), compiled.fallback_rules
@@ -158,6 +171,12 @@ def main() -> None:
     print()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average (1, 5, 15 min): {load}; os.cpu_count(): {os.cpu_count()}")
+    return {"kind": "validation", "records": len(records), "invalid": invalid,
+            "agrees_with_cerberus": agree, "fields": len(SCHEMA),
+            "methods": [{"method": label, "records": done, "cpu_s": round(cpu, 3),
+                         "records_per_cpu_s": round(done / cpu),
+                         "records_per_s": round(done / wall)}
+                        for label, done, cpu, wall in measured]}
 
 
 def _cerberus_result(validator: AssayValidator, record: dict[str, Any]) -> Any:

@@ -1,0 +1,77 @@
+"""Repeated runs of a benchmark part, each stored with the machine's state beside it.
+
+``repeat`` runs a part N times; every run goes to ``results/runs/<name>/<series>-<run>.json``
+(one series per invocation) with its load average at start and end, commit, servers and
+the command that made it, and the median run (by ``report.headline``) to
+``results/<name>.json``. ``bench.readme`` builds the README's figures from these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
+
+
+def repeat(name: str, part: Callable[[], dict[str, Any]], runs: int, results: Path = RESULTS,
+           servers: dict[str, Any] | None = None, program: str = "python -m bench"
+           ) -> list[dict[str, Any]]:
+    """Run one part ``runs`` times with the machine's state recorded beside each run; store
+    every run, and the median one as ``<name>.json``."""
+    series = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = results / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    done = []
+    for run in range(1, runs + 1):
+        load_start = os.getloadavg()
+        started = dt.datetime.now(dt.UTC)
+        result = part()
+        result["machine"] = {
+            "cores": os.cpu_count(), "date": started.isoformat(timespec="seconds"),
+            "load_start": [round(x, 2) for x in load_start],
+            "load_end": [round(x, 2) for x in os.getloadavg()],
+            "python": sys.version.split()[0], **code_version(), "servers": servers,
+            "series": series, "run": run, "runs": runs, "command": command(program),
+        }
+        (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
+        print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
+        done.append(result)
+    (results / f"{name}.json").write_text(json.dumps(median_run(done), indent=1))
+    return done
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose headline figure is the (lower) median of the series."""
+    ranked = sorted(runs, key=report.headline)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def command(program: str) -> str:
+    """How this invocation was started, as one would type it again."""
+    return shlex.join([*program.split(), *sys.argv[1:]])
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the production files that differ from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True, check=False)
+        return done.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
+               if line[3:].split("/")[0] in ("assay", "contracts", "streams", "processors",
+                                             "db", "config")]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": changed}
+
+

@@ -1,0 +1,123 @@
+"""`python -m bench report` regenerates README's Performance block from bench/results/: medians
+of the newest series with min–max, legacy single results marked, nothing else of the README
+touched. A small results folder made here; no servers."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench import readme
+
+
+def machine(series: str | None, run: int, runs: int, load: float) -> dict[str, Any]:
+    m: dict[str, Any] = {"cores": 2, "date": "2026-12-04T10:00:00+00:00",
+                         "load_start": [load, 0, 0], "load_end": [load + 1, 0, 0],
+                         "commit": "abc1234", "uncommitted": []}
+    if series:
+        m |= {"series": series, "run": run, "runs": runs,
+              "command": "python -m bench e2e --rate 0 --runs 3"}
+    return m
+
+
+def throughput(rate: int, series: str | None, run: int, runs: int) -> dict[str, Any]:
+    return {"kind": "throughput", "rate_asked": None, "records_per_s": rate,
+            "cpu_cores": {"bronze": 0.2, "silver": 0.4, "barrier": 0.03, "producer": 0.1,
+                          "postgres for bronze": 0.1, "postgres for silver": 0.2,
+                          "redis server (all its clients)": 0.04},
+            "rss_kb": {"bronze": 80_000, "silver": 90_000, "producer": None},
+            "machine": machine(series, run, runs, 1.5 + run)}
+
+
+def store(folder: Path, name: str, result: dict[str, Any]) -> None:
+    m = result["machine"]
+    if "series" in m:
+        runs = folder / "runs" / name
+        runs.mkdir(parents=True, exist_ok=True)
+        (runs / f"{m['series']}-{m['run']}.json").write_text(json.dumps(result))
+    else:
+        (folder / f"{name}.json").write_text(json.dumps(result))
+
+
+def results(tmp_path: Path) -> tuple[Path, list[int]]:
+    folder = tmp_path / "results"
+    newest = [21_000, 19_500, 23_250]
+    for run, rate in enumerate([9_000, 8_000, 7_000], 1):
+        store(folder, "e2e-unthrottled", throughput(rate, "20261201T000000Z", run, 3))
+    for run, rate in enumerate(newest, 1):
+        store(folder, "e2e-unthrottled", throughput(rate, "20261204T100000Z", run, 3))
+    store(folder, "latency-5000", {"kind": "latency", "rate": 5000.0, "p50_ms": 20.5,
+                                   "p95_ms": 40.0, "p99_ms": 51.5,
+                                   "machine": machine(None, 1, 1, 1.9)})
+    return folder, newest
+
+
+README = "# x\n\ntext before\n\n{begin}\nstale figures\n{end}\n\ntext after\n"
+
+
+def test_the_block_shows_the_median_and_range_of_the_newest_series(tmp_path: Path) -> None:
+    folder, newest = results(tmp_path)
+    path = tmp_path / "README.md"
+    path.write_text(README.format(begin=readme.BEGIN, end=readme.END))
+
+    assert readme.update(path, folder)
+
+    text = path.read_text()
+    assert text.startswith("# x\n\ntext before\n\n" + readme.BEGIN)
+    assert text.endswith(readme.END + "\n\ntext after\n")
+    assert "stale figures" not in text
+    median = f"{statistics.median(newest):,.0f}"
+    assert f"{median} ({min(newest):,}–{max(newest):,}) records/s" in text
+    assert "3 runs, load 2.50 → 5.50" in text
+    assert "`python -m bench e2e --rate 0 --runs 3`" in text
+    assert "9,000" not in text  # an older series is not mixed in
+
+
+def test_a_result_stored_before_runs_were_kept_says_so(tmp_path: Path) -> None:
+    folder, _ = results(tmp_path)
+    line = next(x for x in readme.block(folder).splitlines() if "5,000 records/s" in x)
+    assert "p99 51.5 ms" in line
+    assert "1 run (stored before runs were kept)" in line
+    assert "command not stored" in line
+
+
+def test_regenerating_twice_changes_nothing_and_a_readme_without_markers_is_left(
+        tmp_path: Path) -> None:
+    folder, _ = results(tmp_path)
+    path = tmp_path / "README.md"
+    path.write_text(README.format(begin=readme.BEGIN, end=readme.END))
+    readme.update(path, folder)
+    once = path.read_text()
+    readme.update(path, folder)
+    assert path.read_text() == once
+
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not readme.update(plain, folder)
+    assert plain.read_text() == "no markers\n"
+
+
+def test_the_committed_readme_block_is_what_bench_report_generates() -> None:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    assert readme.block(root / "bench" / "results") in text
+
+
+def test_micro_benchmark_runs_become_rows_and_missing_ones_are_named(tmp_path: Path) -> None:
+    folder, _ = results(tmp_path)
+    silver = [30_000, 36_000, 33_000]
+    for run, rate in enumerate(silver, 1):
+        store(folder, "layers", {"kind": "layers", "records": 100_000,
+                                 "validation": "compiled", "silver_rows": 99_000,
+                                 "records_per_s": {"producer": 90_000, "bronze": 60_000,
+                                                   "silver": rate},
+                                 "machine": machine("20261204T110000Z", run, 3, 1.0)})
+    text = readme.block(folder)
+
+    line = next(x for x in text.splitlines() if x.startswith("| silver, one consumer"))
+    assert f"{statistics.median(silver):,.0f} ({min(silver):,}–{max(silver):,})" in line
+    assert "compiled validation" in line
+    forwarding = next(x for x in text.splitlines() if x.startswith("| forwarding"))
+    assert "not stored in `bench/results/`" in forwarding
