@@ -127,8 +127,8 @@ class BronzeProcessor:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:
             return f"record of division {record.division!r} on another division's stream"
-        if record.row < 1:
-            return f"row numbers start at 1, got {record.row}"
+        if _has_nul(record):
+            return "NUL character in a text value (PostgreSQL text cannot hold it)"
         if item.entry_size <= self.max_payload:
             return None  # the whole entry is smaller than the limit
         size = len(msgspec.json.encode(record.payload))
@@ -156,6 +156,14 @@ class BronzeProcessor:
             payload=msgspec.json.encode({"payload": record.payload, "op": record.op,
                                          "seq": record.seq}).decode(),
         )
+
+
+def _has_nul(record: Record) -> bool:
+    """Whether a text Bronze would store holds NUL."""
+    seq = record.seq if isinstance(record.seq, str) else ""
+    return "\x00" in record.division + record.window + seq or any(
+        "\x00" in k or (isinstance(v, str) and "\x00" in v)
+        for k, v in record.payload.items())
 
 
 def _accounted(held: Sequence[quarantine.Quarantined]) -> list[Message]:

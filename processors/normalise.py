@@ -60,19 +60,32 @@ def cleaner(rule: Normalise) -> Cleaner:
     return clean
 
 
+BIGINT = (-(2**63), 2**63 - 1)
+"""An integer column is PostgreSQL ``bigint``; a value outside fails its type check."""
+NUMERIC_DIGITS = (131_072, 16_383)
+"""PostgreSQL ``numeric``: at most this many digits before and after the decimal point."""
+
+
 def _integer(text: str) -> int:
     try:
-        return int(text)
+        value = int(text) if len(text) <= 20 else _integral(Decimal(text))
     except ValueError:
-        number = Decimal(text)
-        if number != number.to_integral_value():
-            raise
-        return int(number)
+        value = _integral(Decimal(text))
+    if not BIGINT[0] <= value <= BIGINT[1]:
+        raise ValueError(f"{text} is outside bigint")
+    return value
+
+
+def _integral(number: Decimal) -> int:
+    if not number.is_finite() or number.adjusted() > 19 or number != number.to_integral_value():
+        raise ValueError(str(number))
+    return int(number)
 
 
 def _number(text: str) -> Decimal:
     number = Decimal(text)
-    if not number.is_finite():
+    if (not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS[0]
+            or number.as_tuple().exponent < -NUMERIC_DIGITS[1]):  # type: ignore[operator]
         raise ValueError(text)
     return number
 

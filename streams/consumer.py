@@ -27,10 +27,26 @@ import redis.exceptions
 import structlog
 
 from assay.contracts.errors import TransientError
-from assay.contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
+from assay.contracts.messages import (
+    MAX_ROW,
+    Accounted,
+    DeadLetter,
+    Landed,
+    Message,
+    Record,
+    TableEnd,
+)
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
-from assay.streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
+from assay.streams.codec import (
+    MALFORMED,
+    Item,
+    Undecodable,
+    decode_entry,
+    encode,
+    entry_size,
+    flatten,
+)
 from assay.streams.keys import Keys
 
 log = structlog.get_logger("assay.streams")
@@ -260,11 +276,11 @@ class Consumer:
         dead: list[DeadLetter] = []
         largest = 0
         for entry_id, fields, deliveries in entries:
-            try:
-                message = decode_entry(fields)
-            except UndecodableEntry as exc:
-                dead.append(DeadLetter(layer=self.layer, stream=stream, entry_id=entry_id,
-                                       error=exc.reason, deliveries=deliveries, raw=exc.raw))
+            decoded = decode_entry(fields)
+            dead.extend(self._undecodable(stream, entry_id, deliveries, failure)
+                        for failure in decoded.failures)
+            message = decoded.message
+            if message is None:
                 continue
             if deliveries > self.settings.max_deliveries:
                 # Delivered again and again without an ack: a consumer died on it each time.
@@ -317,6 +333,7 @@ class Consumer:
         """Process items; on failure split until the failing item is alone."""
         try:
             output = await self.processor.process(items)
+            _encodable(output)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -335,6 +352,7 @@ class Consumer:
             deliveries += 1
             try:
                 output = await self.processor.process([item])
+                _encodable(output)
             except TRANSIENT:
                 raise
             except Exception as exc:
@@ -352,6 +370,15 @@ class Consumer:
             batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
         return Done(output.emits, dead, output.processed, output.quarantined)
 
+    def _undecodable(self, stream: str, entry_id: str, deliveries: int,
+                     failure: Undecodable) -> DeadLetter:
+        log.warning("entry_undecodable", layer=self.layer, stream=stream, entry_id=entry_id,
+                    error=failure.reason)
+        return DeadLetter(layer=self.layer, stream=stream, entry_id=entry_id,
+                          error=failure.reason, deliveries=deliveries, raw=failure.raw,
+                          fields=list(failure.fields), division=failure.division,
+                          table=failure.table, window=failure.window, row=failure.row)
+
     def _dead_letter(self, item: Item, reason: str, deliveries: int | None = None) -> DeadLetter:
         message = item.message
         division = table = window = None
@@ -362,10 +389,17 @@ class Consumer:
             division, table, window = message.division, message.table, message.window
         if isinstance(message, Record):
             row = message.row
+        elif isinstance(message, Accounted) and len(message.applied + message.quarantined) == 1:
+            row = (message.applied + message.quarantined)[0]  # one row of an entry, alone
+        if row is not None and not 1 <= row <= MAX_ROW:
+            row = None
+        try:
+            raw = encode(item.message)[b"msgpack"]
+        except MALFORMED as exc:  # cannot happen for a decoded message; never crash on it
+            raw, reason = b"", f"{reason} (not re-encodable: {exc})"
         return DeadLetter(layer=self.layer, stream=item.stream, entry_id=item.entry_id,
                           error=reason, deliveries=deliveries or item.deliveries,
-                          division=division, table=table, window=window, row=row,
-                          raw=encode(item.message)[b"msgpack"])
+                          division=division, table=table, window=window, row=row, raw=raw)
 
     async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Message]],
                       dead: list[DeadLetter]) -> None:
@@ -418,6 +452,13 @@ class Consumer:
                             f"{exc}", retry_in_s=delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, self.settings.backoff_max_s)
+
+
+def _encodable(output: Output) -> None:
+    """Raise inside the processing step if a message to forward cannot be encoded, so the
+    batch is split like any failing batch instead of failing its commit again and again."""
+    for _, message in output.emits:
+        encode(message)
 
 
 def _text(value: bytes | str) -> str:
