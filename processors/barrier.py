@@ -127,7 +127,12 @@ class BarrierProcessor:
                 await self._account(division, window, table, kind, rows[mid:], now, out)
                 return
             row, item = rows[0]
-            out.rejected.append((_alone(item, row), str(exc)))
+            if isinstance(item.message, DeadLetter):  # in its one place already: say so only
+                self.unattributed += 1
+                log.error("dead_letter_not_accounted", stream=item.stream,
+                          entry_id=item.entry_id, row=row, error=str(exc))
+            else:
+                out.rejected.append((_alone(item, row), str(exc)))
             return
         out.processed += len(rows)
         self._log(division, transition)

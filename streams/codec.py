@@ -170,12 +170,12 @@ def _decode_batch(fmt: _Format, data: bytes, kind: str, reason: str) -> Decoded:
 def _undecodable(fmt: _Format, data: bytes, reason: str) -> Undecodable:
     """A failure, attributed to the row it names when it is a record that names one."""
     envelope = _peek(fmt, data)
-    if envelope.get("type") != "record":
-        return Undecodable(reason, data)
     row = envelope.get("row")
-    return Undecodable(reason, data, division=envelope.get("division"),
-                       table=envelope.get("table"), window=envelope.get("window"),
-                       row=row if isinstance(row, int) and 1 <= row <= MAX_ROW else None)
+    if (envelope.get("type") != "record" or not isinstance(row, int) or not 1 <= row <= MAX_ROW
+            or not all(isinstance(envelope.get(k), str) for k in ("division", "table", "window"))):
+        return Undecodable(reason, data)
+    return Undecodable(reason, data, division=envelope["division"], table=envelope["table"],
+                       window=envelope["window"], row=row)
 
 
 def _peek(fmt: _Format, data: bytes) -> dict[str, Any]:

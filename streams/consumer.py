@@ -146,6 +146,7 @@ class Consumer:
         name: str | None = None,
         sleep: Sleep = asyncio.sleep,
         on_batch: Callable[[BatchResult], Any] | None = None,
+        dead_letters: bool = True,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -157,6 +158,9 @@ class Consumer:
         self.name = name or consumer_name(self.layer)
         self.sleep = sleep
         self.on_batch = on_batch
+        self.dead_letters = dead_letters
+        """False for a group that only watches a stream another group works on (the
+        monitor on the windows stream): that group dead-letters, so an entry has one."""
         self.stopping = asyncio.Event()
         self.dead_lettered = 0
         self.batches = 0
@@ -302,6 +306,8 @@ class Consumer:
         if items:
             done = await self._retrying(lambda: self._isolating(batch_log, items))
         dead.extend(done.dead)
+        if not self.dead_letters:
+            dead = []
         await self._retrying(
             lambda: self._commit(stream, [e[0] for e in entries], done.emits, dead))
         self.dead_lettered += len(dead)
