@@ -154,6 +154,8 @@ class Consumer:
         self.layer = processor.layer
         self.group = keys.group(self.layer)
         self.streams = [keys.stream(d, c) for d in divisions for c in read_channels]
+        self.kept = {keys.stream(d, channels.DEAD) for d in divisions}
+        """Streams never trimmed: a dead letter's one place is its dead stream."""
         self.settings = settings or RuntimeSettings()
         self.name = name or consumer_name(self.layer)
         self.sleep = sleep
@@ -219,7 +221,7 @@ class Consumer:
             batches += 1
             if not burst:
                 await self._wait_downstream(bound, emitted)
-            if batches % self.settings.trim_every == 0:
+            if batches % self.settings.trim_every == 0 and stream not in self.kept:
                 await self._retrying(lambda: self.trim(stream))
 
     def _count(self, stream: str) -> int:

@@ -25,7 +25,7 @@ from assay.contracts.messages import (
 from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
 from assay.streams.codec import decode_entry, encode
-from assay.streams.consumer import Consumer
+from assay.streams.consumer import Consumer, RuntimeSettings
 from assay.streams.windows import WindowStore
 
 GOOD: dict[str, Any] = {"type": "record", "division": "east", "table": "item", "window": "w",
@@ -294,3 +294,16 @@ async def test_forwarded_landed_batches_never_carry_what_cannot_be_encoded(
     [landed] = msgpack_decoder.decode(fields[b"msgpack"]).items  # type: ignore[attr-defined]
     assert isinstance(msgpack_decoder.decode(fields[b"msgpack"]), LandedBatch)
     assert landed.record.payload["qty"] == str(2**64 - 1)
+
+
+async def test_dead_letters_stay_after_the_barrier_has_read_them(ctx: Context) -> None:
+    """The barrier trims the streams it reads, but never the dead letters' one place."""
+    stream = ctx.keys.stream("east", channels.INGEST)
+    for _ in range(5):
+        await ctx.redis.xadd(stream, {b"json": b"\xff"})
+    await make_consumer("bronze", ctx).run(burst=True)
+    barrier = make_consumer("barrier", ctx)
+    barrier.settings = RuntimeSettings(batch_size=1, trim_every=1)
+    await barrier.run(burst=True)
+    assert await pending(ctx, channels.DEAD, "barrier") == 0
+    assert len(await dead_letters(ctx)) == 5
