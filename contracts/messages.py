@@ -82,7 +82,8 @@ class Landed(Message, tag="landed", frozen=True):
 
     record: Record
     derived: dict[str, str | None]
-    bronze_id: str
+    bronze_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}-[0-9]{1,20}:[0-9]{1,9}$")]
+    """Where Bronze read it: ``<ingest entry id>:<index in the entry>``."""
 
 
 class LandedBatch(Message, tag="landed_batch", frozen=True):

@@ -29,6 +29,7 @@ from assay.db import accounting, quarantine
 from assay.db.bronze import BronzeWriter
 from assay.db.pool import transaction
 from assay.processors.formulas import FormulaError
+from assay.processors.normalise import NUL, holds_nul
 from assay.processors.plan import Plan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -127,8 +128,8 @@ class BronzeProcessor:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:
             return f"record of division {record.division!r} on another division's stream"
-        if _has_nul(record):
-            return "NUL character in a text value (PostgreSQL text cannot hold it)"
+        if holds_nul(record):
+            return NUL
         if item.entry_size <= self.max_payload:
             return None  # the whole entry is smaller than the limit
         size = len(msgspec.json.encode(record.payload))
@@ -156,14 +157,6 @@ class BronzeProcessor:
             payload=msgspec.json.encode({"payload": record.payload, "op": record.op,
                                          "seq": record.seq}).decode(),
         )
-
-
-def _has_nul(record: Record) -> bool:
-    """Whether a text Bronze would store holds NUL."""
-    seq = record.seq if isinstance(record.seq, str) else ""
-    return "\x00" in record.division + record.window + seq or any(
-        "\x00" in k or (isinstance(v, str) and "\x00" in v)
-        for k, v in record.payload.items())
 
 
 def _accounted(held: Sequence[quarantine.Quarantined]) -> list[Message]:

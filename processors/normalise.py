@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from assay.contracts.config import Normalise, TableConfig
+from assay.contracts.messages import Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
@@ -232,3 +233,15 @@ def _as_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+NUL = "NUL character in a text value (PostgreSQL text cannot hold it)"
+
+
+def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -> bool:
+    """Whether a text of a record (or its derived values) holds NUL, which no PostgreSQL
+    text can: such a record is refused at a layer's door, never sent to the database."""
+    seq = record.seq if isinstance(record.seq, str) else ""
+    values = [*record.payload.items(), *(derived or {}).items()]
+    return "\x00" in record.division + record.window + record.table + seq or any(
+        "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
