@@ -15,6 +15,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from assay.contracts.config import Normalise, TableConfig
 from assay.contracts.messages import Record
 
@@ -241,7 +243,15 @@ NUL = "NUL character in a text value (PostgreSQL text cannot hold it)"
 def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -> bool:
     """Whether a text of a record (or its derived values) holds NUL, which no PostgreSQL
     text can: such a record is refused at a layer's door, never sent to the database."""
-    seq = record.seq if isinstance(record.seq, str) else ""
+    # JSON writes NUL as \u0000 (and a backslash as \\): no such escape, no NUL.
+    names = record.division + record.window + record.table + (
+        record.seq if isinstance(record.seq, str) else "")
+    if b"\\u0000" not in _json(record.payload) and (
+            not derived or b"\\u0000" not in _json(derived)):
+        return "\x00" in names
     values = [*record.payload.items(), *(derived or {}).items()]
-    return "\x00" in record.division + record.window + record.table + seq or any(
+    return "\x00" in names or any(
         "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
+
+
+_json = msgspec.json.encode

@@ -18,10 +18,12 @@ from assay.contracts.messages import (
     Accounted,
     DeadLetter,
     LandedBatch,
+    Record,
     TableEnd,
     WindowEvent,
     msgpack_decoder,
 )
+from assay.processors.normalise import holds_nul
 from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
 from assay.streams.codec import decode_entry, encode
@@ -307,3 +309,19 @@ async def test_dead_letters_stay_after_the_barrier_has_read_them(ctx: Context) -
     await barrier.run(burst=True)
     assert await pending(ctx, channels.DEAD, "barrier") == 0
     assert len(await dead_letters(ctx)) == 5
+
+
+@pytest.mark.parametrize(("payload", "seq", "derived", "expected"), [
+    ({"a": "x\x00"}, None, None, True),
+    ({"a\x00": "x"}, None, None, True),
+    ({"a": "\\u0000"}, None, None, False),  # the six characters, not NUL
+    ({"a": "\\\x00"}, None, None, True),
+    ({"a": "\\u0000"}, "\x00", None, True),
+    ({}, None, {"d": "\x00"}, True),
+    ({"a": 5, "b": None}, 7, {"d": None}, False),
+])
+def test_nul_is_found_wherever_a_record_holds_text(
+        payload: dict[str, Any], seq: Any, derived: dict[str, Any] | None,
+        expected: bool) -> None:
+    record = Record(division="e", table="t", window="w", row=1, payload=payload, seq=seq)
+    assert holds_nul(record, derived) is expected
