@@ -221,6 +221,14 @@ def _big_ints_as_text(tree: Any) -> None:
             _big_ints_as_text(element)
 
 
+def with_big_ints_as_text(record: Record) -> Record:
+    """A record whose payload integers outside ``WIRE_INT`` are their decimal text (what a
+    producer sends when msgpack cannot carry a value)."""
+    payload = {k: str(v) if isinstance(v, int) and not WIRE_INT[0] <= v <= WIRE_INT[1] else v
+               for k, v in record.payload.items()}
+    return msgspec.structs.replace(record, payload=payload)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 at byte {exc.start}: {exc.reason}"

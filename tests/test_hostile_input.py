@@ -28,6 +28,7 @@ from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
 from assay.streams.codec import decode_entry, encode
 from assay.streams.consumer import Consumer, RuntimeSettings
+from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
 
 GOOD: dict[str, Any] = {"type": "record", "division": "east", "table": "item", "window": "w",
@@ -325,3 +326,12 @@ def test_nul_is_found_wherever_a_record_holds_text(
         expected: bool) -> None:
     record = Record(division="e", table="t", window="w", row=1, payload=payload, seq=seq)
     assert holds_nul(record, derived) is expected
+
+
+async def test_the_python_producer_sends_huge_integers_as_their_text(ctx: Context) -> None:
+    producer = Producer(ctx.redis, ctx.keys)
+    await producer.send_table(TableTarget("east", "item", "w"),
+                              [{"id": 1, "name": "ok", "qty": 2**70}])
+    await make_consumer("bronze", ctx).run(burst=True)
+    [row] = await bronze_rows(ctx)
+    assert (row["id"], row["qty"]) == ("1", str(2**70))
