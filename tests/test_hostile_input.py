@@ -9,6 +9,11 @@ names the problem and its bytes as received; everything else is processed as usu
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -129,14 +134,21 @@ async def test_a_malformed_entry_is_dead_lettered_once_and_bronze_goes_on(
     assert await pending(ctx, channels.INGEST, "bronze") == 0
 
 
-async def test_dead_letters_show_raw_bytes_as_base64_in_json(ctx: Context) -> None:
+async def test_assay_dead_shows_dead_letters_as_json_with_raw_bytes_in_base64(
+        ctx: Context, config_dir: Path, redis_url: str, database_url: str) -> None:
     stream = ctx.keys.stream("east", channels.INGEST)
     raw = with_payload(b'{"name":"\xff"}')
-    await ctx.redis.xadd(stream, {b"json": raw})
+    bad_id = (await ctx.redis.xadd(stream, {b"json": raw})).decode()
     await make_consumer("bronze", ctx).run(burst=True)
-    [letter] = await dead_letters(ctx)
-    shown = msgspec.json.decode(msgspec.json.encode(letter))
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "ASSAY_KEY_PREFIX": ctx.keys.prefix}
+    result = subprocess.run([sys.executable, "-m", "assay", "dead", "east", "--config",
+                             str(config_dir)], env=env, capture_output=True, check=True)
+    [line] = result.stdout.decode().splitlines()
+    shown = json.loads(line)
     assert base64.b64decode(shown["raw"]) == raw
+    assert (shown["stream"], shown["entry_id"], shown["row"]) == (stream, bad_id, 1)
+    assert shown["error"].startswith("invalid UTF-8 at byte")
 
 
 async def test_huge_payload_integers_and_non_ascii_text_land_byte_exact(ctx: Context) -> None:
