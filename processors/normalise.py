@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import Record
+from assay.contracts.messages import BIGINT, Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
@@ -63,8 +63,6 @@ def cleaner(rule: Normalise) -> Cleaner:
     return clean
 
 
-BIGINT = (-(2**63), 2**63 - 1)
-"""An integer column is PostgreSQL ``bigint``; a value outside fails its type check."""
 NUMERIC_DIGITS = (131_072, 16_383)
 """PostgreSQL ``numeric``: at most this many digits before and after the decimal point."""
 
@@ -74,7 +72,7 @@ def _integer(text: str) -> int:
         value = int(text) if len(text) <= 20 else _integral(Decimal(text))
     except ValueError:
         value = _integral(Decimal(text))
-    if not BIGINT[0] <= value <= BIGINT[1]:
+    if not BIGINT[0] <= value <= BIGINT[1]:  # an integer column is PostgreSQL bigint
         raise ValueError(f"{text} is outside bigint")
     return value
 
