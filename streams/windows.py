@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from assay.contracts.errors import RecordError
+from assay.contracts.errors import RecordError, TransientError
 from assay.contracts.messages import MAX_ROW
 from assay.streams import keys as channels
 from assay.streams.keys import Keys
@@ -207,7 +207,7 @@ class WindowStore:
             status, event = await self._account(keys=keys, args=args)
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(BUSY):
-                raise
+                raise TransientError(str(exc)) from exc
             raise RecordError(f"window state refused the update: {exc}") from exc
         return Transition(window, _text(status), _text(event))
 
