@@ -256,12 +256,12 @@ async def test_live_layers_survive_hostile_entries_on_every_stream(
     processes = {layer: await start(layer, config, prefix, redis_url, database_url)
                  for layer in LAYER_NAMES}
     try:
-        await wait_for(lambda: groups_ready(redis, keys), "every layer's groups")
-        sync = redis_sync(redis_url)
+        sync = redis_sync(redis_url)  # fed while the layers start: groups read from 0
         sent: list[Sent] = []
         for channel in channels.CHANNELS:
             sent += feed(sync, keys, channel)
         sync.close()
+        await wait_for(lambda: groups_ready(redis, keys), "every layer's groups")
         await wait_for(lambda: drained(redis, keys), "all streams drained")
         exited = {k: p.returncode for k, p in processes.items() if p.returncode is not None}
         assert not exited, [(k, (tmp_path / f"{k}.log").read_text()[-2000:]) for k in exited]
