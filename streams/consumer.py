@@ -40,6 +40,7 @@ from assay.streams import keys as channels
 from assay.streams.backlog import backlog
 from assay.streams.codec import (
     MALFORMED,
+    Fields,
     Item,
     Undecodable,
     decode_entry,
@@ -93,7 +94,8 @@ class Output:
 class Done:
     """What processing a batch (or the parts it was split into) came to."""
 
-    emits: list[tuple[str, Message]] = field(default_factory=list)
+    emits: list[tuple[str, Fields]] = field(default_factory=list)
+    """Messages to forward, encoded already (so one that cannot be encoded fails its batch)."""
     dead: list[DeadLetter] = field(default_factory=list)
     processed: int = 0
     quarantined: int = 0
@@ -341,7 +343,7 @@ class Consumer:
         """Process items; on failure split until the failing item is alone."""
         try:
             output = await self.processor.process(items)
-            _encodable(output)
+            done = self._done(batch_log, output)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -352,7 +354,7 @@ class Consumer:
                 left = await self._isolating(batch_log, items[:mid])
                 return left.merge(await self._isolating(batch_log, items[mid:]))
             return await self._retry_alone(batch_log, items[0], exc)
-        return self._done(batch_log, output)
+        return done
 
     async def _retry_alone(self, batch_log: Any, item: Item, error: Exception) -> Done:
         deliveries = item.deliveries
@@ -360,13 +362,13 @@ class Consumer:
             deliveries += 1
             try:
                 output = await self.processor.process([item])
-                _encodable(output)
+                done = self._done(batch_log, output)
             except TRANSIENT:
                 raise
             except Exception as exc:
                 error = exc
                 continue
-            return self._done(batch_log, output)
+            return done
         letter = self._dead_letter(item, f"{type(error).__name__}: {error}", deliveries)
         batch_log.error("item_dead_lettered", entry_id=item.entry_id, index=item.index,
                         error=letter.error, deliveries=deliveries)
@@ -376,7 +378,8 @@ class Consumer:
         dead = [self._dead_letter(item, reason) for item, reason in output.rejected]
         for letter in dead:
             batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
-        return Done(output.emits, dead, output.processed, output.quarantined)
+        emits = [(channel, encode(message)) for channel, message in output.emits]
+        return Done(emits, dead, output.processed, output.quarantined)
 
     def _undecodable(self, stream: str, entry_id: str, deliveries: int,
                      failure: Undecodable) -> DeadLetter:
@@ -409,13 +412,13 @@ class Consumer:
                           error=reason, deliveries=deliveries or item.deliveries,
                           division=division, table=table, window=window, row=row, raw=raw)
 
-    async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Message]],
+    async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Fields]],
                       dead: list[DeadLetter]) -> None:
         """Forward, dead-letter and ack in one transaction on the division's slot."""
         division = self.keys.division_of(stream)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for channel, message in emits:
-                pipe.xadd(self.keys.stream(division, channel), encode(message))
+            for channel, fields in emits:
+                pipe.xadd(self.keys.stream(division, channel), fields)
             for letter in dead:
                 pipe.xadd(self.keys.stream(division, channels.DEAD), encode(letter))
             pipe.xack(stream, self.group, *ids)
@@ -460,13 +463,6 @@ class Consumer:
                             f"{exc}", retry_in_s=delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, self.settings.backoff_max_s)
-
-
-def _encodable(output: Output) -> None:
-    """Raise inside the processing step if a message to forward cannot be encoded, so the
-    batch is split like any failing batch instead of failing its commit again and again."""
-    for _, message in output.emits:
-        encode(message)
 
 
 def _text(value: bytes | str) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ from assay.contracts.messages import (
 from assay.processors.normalise import holds_nul
 from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
-from assay.streams.codec import decode_entry, encode
-from assay.streams.consumer import Consumer, RuntimeSettings
+from assay.streams.codec import Item, decode_entry, encode
+from assay.streams.consumer import Consumer, Output, RuntimeSettings
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
 
@@ -347,3 +348,34 @@ async def test_the_python_producer_sends_huge_integers_as_their_text(ctx: Contex
     await make_consumer("bronze", ctx).run(burst=True)
     [row] = await bronze_rows(ctx)
     assert (row["id"], row["qty"]) == ("1", str(2**70))
+
+
+class EmitsTheUnencodable:
+    """Forwards each record; record 2 with a payload integer msgpack cannot carry."""
+
+    layer = "bronze"
+
+    async def process(self, items: Sequence[Item]) -> Output:
+        out = Output()
+        for item in items:
+            record = item.message
+            assert isinstance(record, Record)
+            payload = {"n": 2**70} if record.row == 2 else {}
+            out.emits.append((channels.BRONZE, msgspec.structs.replace(record, payload=payload)))
+        return out
+
+
+async def test_a_batch_whose_output_cannot_be_encoded_is_split_not_crashed(
+        ctx: Context) -> None:
+    stream = ctx.keys.stream("east", channels.INGEST)
+    for row in (1, 2, 3):
+        await ctx.redis.xadd(stream, {b"json": js(record(row=row))})
+    consumer = Consumer(ctx.redis, ctx.keys, EmitsTheUnencodable(), ["east"],
+                        [channels.INGEST], settings=RuntimeSettings(block_ms=10))
+    await consumer.run(burst=True)
+    [letter] = await dead_letters(ctx)
+    assert letter.row == 2 and "OverflowError" in letter.error
+    forwarded = await ctx.redis.xrange(ctx.keys.stream("east", channels.BRONZE))
+    assert sorted(msgpack_decoder.decode(f[b"msgpack"]).row  # type: ignore[attr-defined]
+                  for _, f in forwarded) == [1, 3]
+    assert await pending(ctx, channels.INGEST, "bronze") == 0
