@@ -298,6 +298,10 @@ class Consumer:
                             for i in flatten(stream, entry_id, message, deliveries))
                 continue
             flat = flatten(stream, entry_id, message, deliveries, entry_size(fields))
+            if not flat:  # an empty batch: nothing to process, but it must end somewhere
+                dead.append(self._undecodable(stream, entry_id, deliveries, Undecodable(
+                    f"{type(message).__name__} without elements", b"".join(fields.values()))))
+                continue
             largest = max(largest, len(flat))
             items.extend(flat)
         # Entries may carry whole batches: size reads by the largest entry seen (forgotten only

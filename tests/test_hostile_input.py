@@ -91,6 +91,8 @@ CASES: list[tuple[str, dict[bytes, bytes], str, int | None]] = [
     ("bytes that are not msgpack", {b"msgpack": b"\xc1\x00\xff"}, "MessagePack", None),
     ("a huge window name", {b"json": js(record(window="w" * 100_000))}, "at `$.window`", None),
     ("not JSON at all", {b"json": b"\x00\x01\x02"}, "invalid message", None),
+    ("an empty batch", {b"json": b'{"type":"record_batch","records":[]}'}, "without elements",
+     None),
 ]
 
 
@@ -379,3 +381,28 @@ async def test_a_batch_whose_output_cannot_be_encoded_is_split_not_crashed(
     assert sorted(msgpack_decoder.decode(f[b"msgpack"]).row  # type: ignore[attr-defined]
                   for _, f in forwarded) == [1, 3]
     assert await pending(ctx, channels.INGEST, "bronze") == 0
+
+
+FOREIGN = {
+    channels.BRONZE: ("silver", WindowEvent(division="east", window="w", status="completed",
+                                            tables={}, failed={}, at=1.0)),
+    channels.ACCOUNTED: ("barrier", Record(division="east", table="item", window="w", row=1,
+                                           payload={})),
+    channels.DEAD: ("barrier", WindowEvent(division="east", window="w", status="partial",
+                                           tables={}, failed={}, at=1.0)),
+    channels.WINDOWS: ("gold", TableEnd(division="east", table="item", window="w", rows=1)),
+}
+
+
+@pytest.mark.parametrize("channel", list(FOREIGN))
+async def test_a_message_of_another_stream_is_dead_lettered_once(
+        ctx: Context, channel: str) -> None:
+    layer, message = FOREIGN[channel]
+    stream = ctx.keys.stream("east", channel)
+    entry_id = (await ctx.redis.xadd(stream, encode(message))).decode()
+    consumer = make_consumer(layer, ctx)
+    await consumer.run(burst=True)
+    await consumer.run(burst=True)
+    letters = [d for d in await dead_letters(ctx) if d.entry_id == entry_id]
+    assert len(letters) == 1 and "unexpected" in letters[0].error, letters
+    assert await pending(ctx, channel, layer) == 0
