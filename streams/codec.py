@@ -123,8 +123,6 @@ def decode_entry(fields: dict[bytes, bytes]) -> Decoded:
 
 def _decode(fmt: _Format, data: bytes) -> Decoded:
     try:
-        if fmt.json:
-            str(data, "utf-8")  # JSON is UTF-8 throughout, also in fields nobody reads
         return Decoded(_message(fmt, data, fmt.message, AnyMessage))
     except MALFORMED as exc:
         reason = _reason(exc)
@@ -136,6 +134,8 @@ def _decode(fmt: _Format, data: bytes) -> Decoded:
 
 def _message(fmt: _Format, data: bytes, strict: Any, target: Any) -> Any:
     """Decode strictly; a second, untyped try keeps huge payload integers as text."""
+    if fmt.json:
+        str(data, "utf-8")  # JSON is UTF-8 throughout, also in fields nobody reads
     try:
         return strict.decode(data)
     except msgspec.ValidationError:

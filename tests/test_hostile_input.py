@@ -406,3 +406,14 @@ async def test_a_message_of_another_stream_is_dead_lettered_once(
     letters = [d for d in await dead_letters(ctx) if d.entry_id == entry_id]
     assert len(letters) == 1 and "unexpected" in letters[0].error, letters
     assert await pending(ctx, channel, layer) == 0
+
+
+async def test_invalid_utf8_in_an_unknown_field_fails_only_its_batch_element(
+        ctx: Context) -> None:
+    elements = [js(record(row=1)), js(record(row=2)).replace(b'"row":2', b'"row":2,"x":"\xff"')]
+    batch = b'{"type":"record_batch","records":[' + b",".join(elements) + b"]}"
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.INGEST), {b"json": batch})
+    await make_consumer("bronze", ctx).run(burst=True)
+    [letter] = await dead_letters(ctx)
+    assert letter.row == 2 and "invalid UTF-8" in letter.error
+    assert [r["_row"] for r in await bronze_rows(ctx)] == [1]
