@@ -417,3 +417,13 @@ async def test_invalid_utf8_in_an_unknown_field_fails_only_its_batch_element(
     [letter] = await dead_letters(ctx)
     assert letter.row == 2 and "invalid UTF-8" in letter.error
     assert [r["_row"] for r in await bronze_rows(ctx)] == [1]
+
+
+async def test_a_repeated_key_keeps_its_last_value_and_the_entry_lands_once(
+        ctx: Context) -> None:
+    entry = (b'{"type":"record","division":"east","table":"item","window":"w","row":1,"row":2,'
+             b'"payload":{"id":"1","name":"first","name":"last"}}')
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.INGEST), {b"json": entry})
+    await make_consumer("bronze", ctx).run(burst=True)
+    assert [(r["_row"], r["name"]) for r in await bronze_rows(ctx)] == [(2, "last")]
+    assert await dead_letters(ctx) == []
