@@ -486,3 +486,34 @@ def _load(folder: Path) -> Config:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("division")
+@_config_option
+@click.option("--count", type=int, default=None, help="Only the newest N (default: all).")
+def dead(division: str, config_dir: Path | None, count: int | None) -> None:
+    """A division's dead letters as JSON lines, oldest first (raw bytes as base64)."""
+    import msgspec
+    import redis.asyncio as aioredis
+
+    from assay.streams.dead import dead_letters
+    from assay.streams.keys import Keys
+
+    settings = Settings.from_env()
+    config = _load(config_dir or settings.config_dir)
+    if division not in config.divisions:
+        raise click.BadParameter(f"unknown division {division!r}; known: "
+                                 f"{sorted(config.divisions)}", param_hint="DIVISION")
+    with ExitStack() as stack:
+        redis_url, _ = _urls(stack, settings, keep_running=True)
+
+        async def go() -> list[dict[str, Any]]:
+            client = aioredis.from_url(redis_url)
+            try:
+                return await dead_letters(client, Keys(settings.key_prefix), division, count)
+            finally:
+                await client.aclose()
+
+        for letter in _run(go()):
+            click.echo(msgspec.json.encode(letter).decode())

@@ -51,7 +51,7 @@ def read_rows(path: Path, fmt: FileFormat) -> Iterator[dict[str, Scalar]]:
 
 
 def _jsonl(path: Path, encoding: str) -> Iterator[dict[str, Scalar]]:
-    decoder = msgspec.json.Decoder(dict[str, Scalar])
+    decoder = msgspec.json.Decoder(dict[str, str | int | float | bool | None])  # any integer
     with path.open(encoding=encoding) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():

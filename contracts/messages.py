@@ -8,14 +8,31 @@ writes during a rolling upgrade. A stream entry carries one message in one field
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 CONTRACT_VERSION = 1
 
-Scalar = str | int | float | bool | None
-"""A raw payload value as a producer sends it (CSV producers send text or null)."""
+MAX_ROW = 2**32 - 1
+"""The highest row number: what a Redis bitmap (the barrier's per-table state) can address."""
+BIGINT = (-(2**63), 2**63 - 1)
+"""PostgreSQL ``bigint``: the range of an integer ``seq``."""
+WIRE_INT = BIGINT
+"""The integers a payload carries as numbers (msgpack, assay's wire format, carries no more)."""
+
+RowNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_ROW)]
+RowCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_ROW)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+"""A division, table or window name (also part of Redis keys and PostgreSQL keys)."""
+SeqInt = Annotated[int, msgspec.Meta(ge=BIGINT[0], le=BIGINT[1])]
+WireInt = Annotated[int, msgspec.Meta(ge=WIRE_INT[0], le=WIRE_INT[1])]
+
+Scalar = str | WireInt | float | bool | None
+"""A raw payload value as a producer sends it (CSV producers send text or null).
+
+An integer outside ``WIRE_INT`` is kept as its decimal text (``streams.codec``)."""
 
 Operation = Literal["upsert", "delete"]
 
@@ -23,7 +40,7 @@ Operation = Literal["upsert", "delete"]
 class Message(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     """Base of all stream messages; ``v`` is the contract version of the writer."""
 
-    v: int = CONTRACT_VERSION
+    v: Count = CONTRACT_VERSION
 
 
 class Record(Message, tag="record", frozen=True):
@@ -34,13 +51,13 @@ class Record(Message, tag="record", frozen=True):
     ``seq`` is the source's sequence or updated-at value; the newer one wins in Silver.
     """
 
-    division: str
-    table: str
-    window: str
-    row: int
+    division: Name
+    table: Name
+    window: Name
+    row: RowNumber
     payload: dict[str, Scalar]
     op: Operation = "upsert"
-    seq: str | int | None = None
+    seq: str | SeqInt | None = None
     replay: bool = False
     """Re-driven from quarantine by ``assay replay``."""
 
@@ -48,10 +65,10 @@ class Record(Message, tag="record", frozen=True):
 class TableEnd(Message, tag="table_end", frozen=True):
     """The producer finished sending a table of a window: ``rows`` is its row count."""
 
-    division: str
-    table: str
-    window: str
-    rows: int
+    division: Name
+    table: Name
+    window: Name
+    rows: RowCount
 
 
 class RecordBatch(Message, tag="record_batch", frozen=True):
@@ -65,7 +82,8 @@ class Landed(Message, tag="landed", frozen=True):
 
     record: Record
     derived: dict[str, str | None]
-    bronze_id: str
+    bronze_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}-[0-9]{1,20}:[0-9]{1,9}$")]
+    """Where Bronze read it: ``<ingest entry id>:<index in the entry>``."""
 
 
 class LandedBatch(Message, tag="landed_batch", frozen=True):
@@ -77,12 +95,14 @@ class LandedBatch(Message, tag="landed_batch", frozen=True):
 class Accounted(Message, tag="accounted", frozen=True):
     """Rows of one table and window that reached their final place downstream."""
 
-    division: str
-    table: str
-    window: str
+    division: Name
+    table: Name
+    window: Name
     layer: str
-    applied: list[int] = []
-    quarantined: list[int] = []
+    applied: list[WireInt] = []
+    quarantined: list[WireInt] = []
+    """Row numbers; the barrier accounts each in 1…``MAX_ROW`` and dead-letters the others
+    alone, so one bad number never costs its entry-mates their accounting."""
     replay: bool = False
     """The rows were re-driven from quarantine: a row applied now restates its earlier
     failure; a row failing again is already counted and is no duplicate."""
@@ -91,12 +111,12 @@ class Accounted(Message, tag="accounted", frozen=True):
 class WindowEvent(Message, tag="window", frozen=True):
     """A window's outcome, emitted by the barrier for Gold and for operators."""
 
-    division: str
-    window: str
+    division: Name
+    window: Name
     status: Literal["completed", "partial", "amended", "timed_out"]
-    tables: dict[str, int]
+    tables: dict[str, RowCount]
     """Rows accounted for per expected table."""
-    failed: dict[str, int]
+    failed: dict[str, RowCount]
     """Rows quarantined or dead-lettered per table."""
     at: float
     missing: dict[str, str] = {}
@@ -114,13 +134,38 @@ class DeadLetter(Message, tag="dead_letter", frozen=True):
     stream: str
     entry_id: str
     error: str
-    deliveries: int
-    division: str | None = None
-    table: str | None = None
-    window: str | None = None
-    row: int | None = None
+    deliveries: Count
+    division: Name | None = None
+    table: Name | None = None
+    window: Name | None = None
+    row: WireInt | None = None
     raw: bytes = b""
-    """The undecodable entry as received, when it could not be decoded at all."""
+    """The message as received: the ``json`` or ``msgpack`` field's bytes (for one element of a
+    batch entry, that element's bytes), or the decoded item re-encoded as msgpack."""
+    fields: list[tuple[bytes, bytes]] = []
+    """An entry that is not one ``json`` or ``msgpack`` field: its fields, byte for byte."""
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """What a malformed message still tells about itself: its type and where it belongs.
+
+    Every field is kept raw and read on its own, so one bad field spoils no other; a
+    malformed record that names its division, table, window and row is dead-lettered
+    with them, and the barrier accounts the row as failed.
+    """
+
+    type: msgspec.Raw = msgspec.Raw()
+    division: msgspec.Raw = msgspec.Raw()
+    table: msgspec.Raw = msgspec.Raw()
+    window: msgspec.Raw = msgspec.Raw()
+    row: msgspec.Raw = msgspec.Raw()
+
+
+class BatchElements(msgspec.Struct, frozen=True):
+    """A batch message's elements, undecoded, so each can be decoded (and fail) alone."""
+
+    records: list[msgspec.Raw] = []
+    items: list[msgspec.Raw] = []
 
 
 AnyMessage = (

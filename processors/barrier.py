@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from assay.contracts.config import Config
-from assay.contracts.messages import Accounted, DeadLetter, TableEnd
+from assay.contracts.errors import RecordError
+from assay.contracts.messages import MAX_ROW, Accounted, DeadLetter, TableEnd
 from assay.streams.codec import Item
 from assay.streams.consumer import Output
 from assay.streams.windows import Transition, WindowPolicy, WindowStore
@@ -46,41 +47,97 @@ class BarrierProcessor:
 
     async def process(self, items: Sequence[Item]) -> Output:
         now = self.clock()
-        groups: dict[tuple[str, str, str, str], list[int]] = {}
-        ends: list[TableEnd] = []
+        groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]] = {}
+        ends: list[tuple[TableEnd, Item]] = []
         out = Output()
         for item in items:
             message = item.message
+            if isinstance(message, Accounted | TableEnd):
+                problem = self._foreign(item, message.division)
+                if problem:
+                    out.rejected.append((item, problem))
+                    continue
             if isinstance(message, Accounted):
                 key = (message.division, message.window, message.table)
                 applied, failed = (("reapplied", "refailed") if message.replay
                                    else ("applied", "failed"))
-                groups.setdefault((*key, applied), []).extend(message.applied)
-                groups.setdefault((*key, failed), []).extend(message.quarantined)
+                for kind, numbers in ((applied, message.applied),
+                                      (failed, message.quarantined)):
+                    self._group(groups, (*key, kind), numbers, item, out)
             elif isinstance(message, TableEnd):
-                ends.append(message)
+                ends.append((message, item))
             elif isinstance(message, DeadLetter):
                 if (message.row is None or message.window is None or message.table is None
-                        or f"{{{message.division}}}" not in item.stream):
+                        or self._foreign(item, message.division or "")
+                        or not 1 <= message.row <= MAX_ROW):
                     self.unattributed += 1
                     log.warning("dead_letter_without_row", stream=message.stream,
                                 entry_id=message.entry_id, error=message.error)
                     continue
                 key = (message.division or "", message.window, message.table)
-                groups.setdefault((*key, "failed"), []).append(message.row)
+                groups.setdefault((*key, "failed"), []).append((message.row, item))
             else:
                 out.rejected.append((item, f"unexpected {type(message).__name__} for barrier"))
-        out.processed = sum(len(rows) for rows in groups.values()) + len(ends)
         for (division, window, table, kind), rows in groups.items():
-            if rows and division in self.policies:
-                self._log(division, await self.store.account(
-                    division, window, table, kind, rows, now, self.policies[division]))
-        for end in ends:
-            if end.division in self.policies:
+            await self._account(division, window, table, kind, rows, now, out)
+        for end, item in ends:
+            try:
                 self._log(end.division, await self.store.account(
                     end.division, end.window, end.table, "end", (), now,
                     self.policies[end.division], expected_rows=end.rows))
+            except RecordError as exc:
+                out.rejected.append((item, str(exc)))
+                continue
+            out.processed += 1
         return out
+
+    def _foreign(self, item: Item, division: str) -> str | None:
+        """Why a message cannot count for the division of the stream it came on, if so."""
+        if f"{{{division}}}" not in item.stream:
+            return f"message of division {division!r} on another division's stream"
+        if division not in self.policies:
+            return f"unknown division {division!r}"
+        return None
+
+    @staticmethod
+    def _group(groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]],
+               key: tuple[str, str, str, str], rows: Sequence[int], item: Item,
+               out: Output) -> None:
+        """Rows of an accounted entry to account; a row number outside 1…MAX_ROW goes alone
+        to the dead letters."""
+        for row in rows:
+            if 1 <= row <= MAX_ROW:
+                groups.setdefault(key, []).append((row, item))
+            else:
+                out.rejected.append((_alone(item, row),
+                                     f"row number {row} outside 1…{MAX_ROW}"))
+
+    async def _account(self, division: str, window: str, table: str, kind: str,
+                       rows: list[tuple[int, Item]], now: float, out: Output) -> None:
+        """Account rows in one update; when the update fails, split until the failing row is
+        alone (as the consumer loop splits batches) and dead-letter just that row."""
+        try:
+            transition = await self.store.account(division, window, table, kind,
+                                                  [r for r, _ in rows], now,
+                                                  self.policies[division])
+        except RecordError as exc:
+            if len(rows) > 1:
+                log.warning("accounting_failed_splitting", division=division, window=window,
+                            table=table, rows=len(rows), error=str(exc))
+                mid = len(rows) // 2
+                await self._account(division, window, table, kind, rows[:mid], now, out)
+                await self._account(division, window, table, kind, rows[mid:], now, out)
+                return
+            row, item = rows[0]
+            if isinstance(item.message, DeadLetter):  # in its one place already: say so only
+                self.unattributed += 1
+                log.error("dead_letter_not_accounted", stream=item.stream,
+                          entry_id=item.entry_id, row=row, error=str(exc))
+            else:
+                out.rejected.append((_alone(item, row), str(exc)))
+            return
+        out.processed += len(rows)
+        self._log(division, transition)
 
     async def tick(self) -> list[Transition]:
         """Re-check windows past their timeout (call periodically; tests advance the clock)."""
@@ -102,3 +159,17 @@ class BarrierProcessor:
         elif transition.event:
             log.info("window_event", division=division, window=transition.window,
                      outcome=transition.event, status=transition.status)
+
+
+def _alone(item: Item, row: int) -> Item:
+    """The part of an item that is one row: an accounted entry narrowed to that row (its
+    dead letter then names the row); a dead letter is one row already."""
+    message = item.message
+    if not isinstance(message, Accounted):
+        return item
+    applied = row in message.applied
+    narrowed = Accounted(division=message.division, table=message.table,
+                         window=message.window, layer=message.layer,
+                         applied=[row] if applied else [], quarantined=[] if applied else [row])
+    return Item(item.stream, item.entry_id, item.index, narrowed, item.deliveries,
+                item.entry_size)

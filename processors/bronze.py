@@ -29,6 +29,7 @@ from assay.db import accounting, quarantine
 from assay.db.bronze import BronzeWriter
 from assay.db.pool import transaction
 from assay.processors.formulas import FormulaError
+from assay.processors.normalise import NUL, holds_nul
 from assay.processors.plan import Plan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -127,8 +128,8 @@ class BronzeProcessor:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:
             return f"record of division {record.division!r} on another division's stream"
-        if record.row < 1:
-            return f"row numbers start at 1, got {record.row}"
+        if holds_nul(record):
+            return NUL
         if item.entry_size <= self.max_payload:
             return None  # the whole entry is smaller than the limit
         size = len(msgspec.json.encode(record.payload))

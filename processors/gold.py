@@ -45,6 +45,11 @@ class GoldProcessor:
             if not isinstance(event, WindowEvent):
                 out.rejected.append((item, f"unexpected {type(event).__name__} for Gold"))
                 continue
+            if (event.division not in self.plan.config.divisions
+                    or f"{{{event.division}}}" not in item.stream):
+                out.rejected.append((item, f"window event of division {event.division!r} on "
+                                           "another division's stream"))
+                continue
             if event.status not in APPLY:
                 log.info("gold_window_skipped", division=event.division, window=event.window,
                          status=event.status)

@@ -15,7 +15,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from assay.contracts.config import Normalise, TableConfig
+from assay.contracts.messages import BIGINT, Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
@@ -60,19 +63,30 @@ def cleaner(rule: Normalise) -> Cleaner:
     return clean
 
 
+NUMERIC_DIGITS = (131_072, 16_383)
+"""PostgreSQL ``numeric``: at most this many digits before and after the decimal point."""
+
+
 def _integer(text: str) -> int:
     try:
-        return int(text)
+        value = int(text) if len(text) <= 20 else _integral(Decimal(text))
     except ValueError:
-        number = Decimal(text)
-        if number != number.to_integral_value():
-            raise
-        return int(number)
+        value = _integral(Decimal(text))
+    if not BIGINT[0] <= value <= BIGINT[1]:  # an integer column is PostgreSQL bigint
+        raise ValueError(f"{text} is outside bigint")
+    return value
+
+
+def _integral(number: Decimal) -> int:
+    if not number.is_finite() or number.adjusted() > 19 or number != number.to_integral_value():
+        raise ValueError(str(number))
+    return int(number)
 
 
 def _number(text: str) -> Decimal:
     number = Decimal(text)
-    if not number.is_finite():
+    if (not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS[0]
+            or number.as_tuple().exponent < -NUMERIC_DIGITS[1]):  # type: ignore[operator]
         raise ValueError(text)
     return number
 
@@ -219,3 +233,23 @@ def _as_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+NUL = "NUL character in a text value (PostgreSQL text cannot hold it)"
+
+
+def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -> bool:
+    """Whether a text of a record (or its derived values) holds NUL, which no PostgreSQL
+    text can: such a record is refused at a layer's door, never sent to the database."""
+    # JSON writes NUL as \u0000 (and a backslash as \\): no such escape, no NUL.
+    names = record.division + record.window + record.table + (
+        record.seq if isinstance(record.seq, str) else "")
+    if b"\\u0000" not in _json(record.payload) and (
+            not derived or b"\\u0000" not in _json(derived)):
+        return "\x00" in names
+    values = [*record.payload.items(), *(derived or {}).items()]
+    return "\x00" in names or any(
+        "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
+
+
+_json = msgspec.json.encode

@@ -20,7 +20,7 @@ from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
 from assay.db.pool import transaction
 from assay.db.silver import SilverWriter
-from assay.processors.normalise import CoercionError
+from assay.processors.normalise import NUL, CoercionError, holds_nul
 from assay.processors.plan import Plan, TablePlan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -121,6 +121,9 @@ class SilverProcessor:
             table = self.plan.tables.get(record.table)
             if table is None:
                 out.rejected.append((item, f"unknown table {record.table!r}"))
+                continue
+            if holds_nul(record, message.derived):
+                out.rejected.append((item, NUL))
                 continue
             try:
                 row = self._row(table, message)

@@ -27,10 +27,27 @@ import redis.exceptions
 import structlog
 
 from assay.contracts.errors import TransientError
-from assay.contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
+from assay.contracts.messages import (
+    MAX_ROW,
+    Accounted,
+    DeadLetter,
+    Landed,
+    Message,
+    Record,
+    TableEnd,
+)
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
-from assay.streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
+from assay.streams.codec import (
+    MALFORMED,
+    Fields,
+    Item,
+    Undecodable,
+    decode_entry,
+    encode,
+    entry_size,
+    flatten,
+)
 from assay.streams.keys import Keys
 
 log = structlog.get_logger("assay.streams")
@@ -77,7 +94,8 @@ class Output:
 class Done:
     """What processing a batch (or the parts it was split into) came to."""
 
-    emits: list[tuple[str, Message]] = field(default_factory=list)
+    emits: list[tuple[str, Fields]] = field(default_factory=list)
+    """Messages to forward, encoded already (so one that cannot be encoded fails its batch)."""
     dead: list[DeadLetter] = field(default_factory=list)
     processed: int = 0
     quarantined: int = 0
@@ -130,6 +148,7 @@ class Consumer:
         name: str | None = None,
         sleep: Sleep = asyncio.sleep,
         on_batch: Callable[[BatchResult], Any] | None = None,
+        dead_letters: bool = True,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -137,10 +156,15 @@ class Consumer:
         self.layer = processor.layer
         self.group = keys.group(self.layer)
         self.streams = [keys.stream(d, c) for d in divisions for c in read_channels]
+        self.kept = {keys.stream(d, channels.DEAD) for d in divisions}
+        """Streams never trimmed: a dead letter's one place is its dead stream."""
         self.settings = settings or RuntimeSettings()
         self.name = name or consumer_name(self.layer)
         self.sleep = sleep
         self.on_batch = on_batch
+        self.dead_letters = dead_letters
+        """False for a group that only watches a stream another group works on (the
+        monitor on the windows stream): that group dead-letters, so an entry has one."""
         self.stopping = asyncio.Event()
         self.dead_lettered = 0
         self.batches = 0
@@ -199,7 +223,7 @@ class Consumer:
             batches += 1
             if not burst:
                 await self._wait_downstream(bound, emitted)
-            if batches % self.settings.trim_every == 0:
+            if batches % self.settings.trim_every == 0 and stream not in self.kept:
                 await self._retrying(lambda: self.trim(stream))
 
     def _count(self, stream: str) -> int:
@@ -260,11 +284,11 @@ class Consumer:
         dead: list[DeadLetter] = []
         largest = 0
         for entry_id, fields, deliveries in entries:
-            try:
-                message = decode_entry(fields)
-            except UndecodableEntry as exc:
-                dead.append(DeadLetter(layer=self.layer, stream=stream, entry_id=entry_id,
-                                       error=exc.reason, deliveries=deliveries, raw=exc.raw))
+            decoded = decode_entry(fields)
+            dead.extend(self._undecodable(stream, entry_id, deliveries, failure)
+                        for failure in decoded.failures)
+            message = decoded.message
+            if message is None:
                 continue
             if deliveries > self.settings.max_deliveries:
                 # Delivered again and again without an ack: a consumer died on it each time.
@@ -274,6 +298,10 @@ class Consumer:
                             for i in flatten(stream, entry_id, message, deliveries))
                 continue
             flat = flatten(stream, entry_id, message, deliveries, entry_size(fields))
+            if not flat:  # an empty batch: nothing to process, but it must end somewhere
+                dead.append(self._undecodable(stream, entry_id, deliveries, Undecodable(
+                    f"{type(message).__name__} without elements", b"".join(fields.values()))))
+                continue
             largest = max(largest, len(flat))
             items.extend(flat)
         # Entries may carry whole batches: size reads by the largest entry seen (forgotten only
@@ -286,6 +314,8 @@ class Consumer:
         if items:
             done = await self._retrying(lambda: self._isolating(batch_log, items))
         dead.extend(done.dead)
+        if not self.dead_letters:
+            dead = []
         await self._retrying(
             lambda: self._commit(stream, [e[0] for e in entries], done.emits, dead))
         self.dead_lettered += len(dead)
@@ -317,6 +347,7 @@ class Consumer:
         """Process items; on failure split until the failing item is alone."""
         try:
             output = await self.processor.process(items)
+            done = self._done(batch_log, output)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -327,7 +358,7 @@ class Consumer:
                 left = await self._isolating(batch_log, items[:mid])
                 return left.merge(await self._isolating(batch_log, items[mid:]))
             return await self._retry_alone(batch_log, items[0], exc)
-        return self._done(batch_log, output)
+        return done
 
     async def _retry_alone(self, batch_log: Any, item: Item, error: Exception) -> Done:
         deliveries = item.deliveries
@@ -335,12 +366,13 @@ class Consumer:
             deliveries += 1
             try:
                 output = await self.processor.process([item])
+                done = self._done(batch_log, output)
             except TRANSIENT:
                 raise
             except Exception as exc:
                 error = exc
                 continue
-            return self._done(batch_log, output)
+            return done
         letter = self._dead_letter(item, f"{type(error).__name__}: {error}", deliveries)
         batch_log.error("item_dead_lettered", entry_id=item.entry_id, index=item.index,
                         error=letter.error, deliveries=deliveries)
@@ -350,7 +382,17 @@ class Consumer:
         dead = [self._dead_letter(item, reason) for item, reason in output.rejected]
         for letter in dead:
             batch_log.warning("item_rejected", entry_id=letter.entry_id, error=letter.error)
-        return Done(output.emits, dead, output.processed, output.quarantined)
+        emits = [(channel, encode(message)) for channel, message in output.emits]
+        return Done(emits, dead, output.processed, output.quarantined)
+
+    def _undecodable(self, stream: str, entry_id: str, deliveries: int,
+                     failure: Undecodable) -> DeadLetter:
+        log.warning("entry_undecodable", layer=self.layer, stream=stream, entry_id=entry_id,
+                    error=failure.reason)
+        return DeadLetter(layer=self.layer, stream=stream, entry_id=entry_id,
+                          error=failure.reason, deliveries=deliveries, raw=failure.raw,
+                          fields=list(failure.fields), division=failure.division,
+                          table=failure.table, window=failure.window, row=failure.row)
 
     def _dead_letter(self, item: Item, reason: str, deliveries: int | None = None) -> DeadLetter:
         message = item.message
@@ -362,18 +404,25 @@ class Consumer:
             division, table, window = message.division, message.table, message.window
         if isinstance(message, Record):
             row = message.row
+        elif isinstance(message, Accounted) and len(message.applied + message.quarantined) == 1:
+            row = (message.applied + message.quarantined)[0]  # one row of an entry, alone
+        if row is not None and not 1 <= row <= MAX_ROW:
+            row = None
+        try:
+            raw = encode(item.message)[b"msgpack"]
+        except MALFORMED as exc:  # cannot happen for a decoded message; never crash on it
+            raw, reason = b"", f"{reason} (not re-encodable: {exc})"
         return DeadLetter(layer=self.layer, stream=item.stream, entry_id=item.entry_id,
                           error=reason, deliveries=deliveries or item.deliveries,
-                          division=division, table=table, window=window, row=row,
-                          raw=encode(item.message)[b"msgpack"])
+                          division=division, table=table, window=window, row=row, raw=raw)
 
-    async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Message]],
+    async def _commit(self, stream: str, ids: list[str], emits: list[tuple[str, Fields]],
                       dead: list[DeadLetter]) -> None:
         """Forward, dead-letter and ack in one transaction on the division's slot."""
         division = self.keys.division_of(stream)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for channel, message in emits:
-                pipe.xadd(self.keys.stream(division, channel), encode(message))
+            for channel, fields in emits:
+                pipe.xadd(self.keys.stream(division, channel), fields)
             for letter in dead:
                 pipe.xadd(self.keys.stream(division, channels.DEAD), encode(letter))
             pipe.xack(stream, self.group, *ids)

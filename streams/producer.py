@@ -23,7 +23,7 @@ import structlog
 from assay.contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
-from assay.streams.codec import encode
+from assay.streams.codec import encode, with_big_ints_as_text
 from assay.streams.keys import Keys
 
 log = structlog.get_logger("assay.producer")
@@ -127,7 +127,10 @@ class Producer:
             raise ProducerError("one call sends records of one division")
         stream = self.keys.stream(division, channels.INGEST)
         await self._wait_for_room(stream)
-        fields = encode(RecordBatch(records=records))
+        try:
+            fields = encode(RecordBatch(records=records))
+        except OverflowError:  # a payload integer msgpack cannot carry: send its exact text
+            fields = encode(RecordBatch(records=[with_big_ints_as_text(r) for r in records]))
         await self._with_retry(lambda: self.redis.xadd(stream, fields))
 
     async def end_table(self, target: TableTarget, rows: int) -> None:

@@ -24,9 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
+from assay.contracts.errors import RecordError, TransientError
+from assay.contracts.messages import MAX_ROW
 from assay.streams import keys as channels
 from assay.streams.keys import Keys
+
+BUSY = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOSCRIPT")
+"""Replies of a server that cannot serve now: not the update's fault."""
 
 _CHECK = """
 local function check(h, expected)
@@ -266,10 +272,18 @@ class WindowStore:
                 self.keys.state(division, "open"),
                 self.keys.state(division, f"failed:{window}:{table}"),
                 self.keys.state(division, f"restated:{window}:{table}")]
+        outside = [r for r in rows if not 1 <= r <= MAX_ROW]
+        if outside or not 0 <= expected_rows <= MAX_ROW:
+            raise RecordError(f"row number outside 1…{MAX_ROW}: {(outside or [expected_rows])[0]}")
         args: list[str | int | float] = [division, window, table, kind, repr(now),
                                          expected_rows, len(policy.tables), *policy.tables,
                                          *rows]
-        status, event = await self._account(keys=keys, args=args)
+        try:
+            status, event = await self._account(keys=keys, args=args)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(BUSY):
+                raise TransientError(str(exc)) from exc
+            raise RecordError(f"window state refused the update: {exc}") from exc
         return Transition(window, _text(status), _text(event))
 
     async def tick(self, division: str, now: float, policy: WindowPolicy) -> list[Transition]:

@@ -114,7 +114,7 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
     monitor = Monitor(tracker, metrics, rules, config.check_every_s, gold=watch)
     watcher = Consumer(client, keys, WindowWatcher(notifier, rules, divisions, metrics),
                        divisions=list(divisions), read_channels=[channels.WINDOWS],
-                       settings=settings, name=name)
+                       settings=settings, name=name, dead_letters=False)
 
     async def stop_watcher() -> None:
         await stop.wait()

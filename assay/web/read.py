@@ -14,14 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from assay.contracts.http import QuarantineSelection, Replayed
-from assay.contracts.messages import DeadLetter
 from assay.db import quarantine
 from assay.ops.alerts import AlertStore
 from assay.ops.window_view import read_windows
 from assay.replay import replay
-from assay.streams import keys as channels
-from assay.streams.codec import UndecodableEntry, decode_entry
 from assay.streams.consumer import TRANSIENT
+from assay.streams.dead import dead_letters as read_dead
 from assay.streams.lag import LagReport
 from assay.web.answers import json_response, refuse
 from assay.web.auth import require, visible
@@ -83,24 +81,20 @@ def only(report: LagReport, divisions: list[str]) -> LagReport:
 
 
 async def dead_letters(web: Web, divisions: list[str], limit: int) -> list[dict[str, Any]]:
-    """The newest dead letters of each division, with their reason."""
+    """The newest dead letters of each division, newest first, as ``assay dead`` shows them
+    (raw bytes as base64), with their division."""
     found: list[dict[str, Any]] = []
     for division in divisions:
-        stream = web.ctx.keys.stream(division, channels.DEAD)
-        entries: Any = await web.ctx.redis.xrevrange(stream, count=limit)
-        for entry_id, fields in entries:
-            try:
-                message = decode_entry(fields)
-            except UndecodableEntry as exc:
-                found.append({"division": division, "id": entry_id.decode(),
-                              "error": f"undecodable dead letter: {exc.reason}"})
-                continue
-            if isinstance(message, DeadLetter):
-                found.append({"id": entry_id.decode(), **msgspec.to_builtins(message),
-                              "division": division, "raw": message.raw.decode(
-                                  errors="replace")[:2000]})
-    found.sort(key=lambda d: d["id"], reverse=True)
+        for letter in await read_dead(web.ctx.redis, web.ctx.keys, division, limit):
+            letter.setdefault("error", letter.get("not_a_dead_letter", ""))
+            found.append({**letter, "division": division})
+    found.sort(key=lambda d: _entry_order(d["id"]), reverse=True)
     return found[:limit]
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def dead(request: Request) -> Response:
