@@ -188,7 +188,7 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
          last: str | None, timeout_s: float, procfile: Path | None, keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
-    from assay.demo.run import DemoOptions, run_demo
+    from assay.demo.run import DemoOptions, ProcfileError, procfile_lines, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
     from assay.services import default_data_dir
 
@@ -203,6 +203,11 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         key_prefix=settings.key_prefix,
         as_json=as_json, first=first, last=last, timeout_s=timeout_s,
     )
+    try:
+        procfile_lines(options.procfile)
+    except ProcfileError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running)
         code = _run(run_demo(options, redis_url, database_url))

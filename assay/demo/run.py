@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,10 +22,13 @@ import msgspec
 import structlog
 
 from assay.db import report
+from assay.db.pool import TRANSIENT_PG
 from assay.demo.simulator import Simulator
-from assay.runner import Context, open_context
+from assay.runner import LAYERS, Context, open_context
+from assay.streams.consumer import TRANSIENT
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
+from assay.supervise import Slot, Supervisor
 
 log = structlog.get_logger("assay.demo")
 
@@ -48,18 +51,45 @@ class DemoOptions:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def procfile_layers(path: Path) -> list[tuple[str, str]]:
-    """The (process name, layer) pairs a Procfile runs (``name: assay run LAYER``)."""
-    layers = []
-    for line in path.read_text().splitlines():
+class ProcfileError(ValueError):
+    """A Procfile line the demo cannot run; the message names the file, line and why."""
+
+
+@dataclass(frozen=True)
+class ProcessLine:
+    """One Procfile line: its process name and the ``assay`` arguments after ``assay``."""
+
+    name: str
+    args: tuple[str, ...]
+
+    @property
+    def layer(self) -> str | None:
+        return self.args[1] if self.args[0] == "run" else None
+
+
+def procfile_lines(path: Path) -> list[ProcessLine]:
+    """The processes a Procfile runs: ``name: assay run LAYER [options]`` or
+    ``name: assay serve [options]``; any other line is a ``ProcfileError``."""
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, _, command = line.partition(":")
+        name, colon, command = line.partition(":")
         words = command.split()
-        if words[:2] == ["assay", "run"] and len(words) > 2:
-            layers.append((name.strip(), words[2]))
-    return layers
+        where = f"{path}:{number}: {line!r}"
+        if not colon or not name.strip():
+            raise ProcfileError(f"{where}: expected 'name: command'")
+        runs = words[:2] == ["assay", "run"] and len(words) > 2 and words[2] in LAYERS
+        if runs or words[:2] == ["assay", "serve"]:
+            lines.append(ProcessLine(name.strip(), tuple(words[1:])))
+        else:
+            raise ProcfileError(f"{where}: the demo runs only 'assay run LAYER' (LAYER one of "
+                                f"{', '.join(LAYERS)}) and 'assay serve' lines")
+    names = [p.name for p in lines]
+    if len(set(names)) != len(names):
+        raise ProcfileError(f"{path}: process names must be unique, got {names}")
+    return lines
 
 
 async def reset(ctx: Context) -> None:
@@ -69,40 +99,39 @@ async def reset(ctx: Context) -> None:
         await ctx.redis.delete(key)
 
 
-async def start_layers(options: DemoOptions, redis_url: str, database_url: str
-                       ) -> list[asyncio.subprocess.Process]:
+def layer_slots(options: DemoOptions, redis_url: str, database_url: str) -> list[Slot]:
+    """One supervised slot per Procfile line; a layer's consumer is named after its slot,
+    so a restarted process takes its own pending entries back at once."""
     options.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"}
-    processes = []
-    for name, layer in procfile_layers(options.procfile):
-        out = (options.log_dir / f"{name}.log").open("ab")
-        processes.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "assay", "run", layer, "--config", str(options.config_dir),
-            env=env, stdout=out, stderr=out))
-        out.close()
-    return processes
+    slots = []
+    for line in procfile_lines(options.procfile):
+        args = list(line.args)
+        if "--config" not in args:
+            args += ["--config", str(options.config_dir)]
+        if line.layer is not None and "--name" not in args:
+            args += ["--name", line.name]
+        slots.append(Slot(line.name, partial(_spawn, args, env,
+                                             options.log_dir / f"{line.name}.log")))
+    return slots
 
 
-async def stop_layers(processes: list[asyncio.subprocess.Process], grace_s: float = 30.0
-                      ) -> list[int]:
-    for process in processes:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-    codes = []
-    for process in processes:
-        try:
-            codes.append(await asyncio.wait_for(process.wait(), grace_s))
-        except TimeoutError:
-            process.kill()
-            codes.append(await process.wait())
-    return codes
+async def _spawn(args: list[str], env: dict[str, str], log_path: Path
+                 ) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as out:
+        return await asyncio.create_subprocess_exec(sys.executable, "-m", "assay", *args,
+                                                    env=env, stdout=out, stderr=out)
 
 
-async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
-    """Send every export in window order; returns the number of records sent."""
+async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: float) -> int:
+    """Send every export in window order; returns the number of records sent.
+
+    Redis outages are waited out (and backlog room waited for) until ``deadline``.
+    """
     producer = Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
-                        max_backlog=ctx.plan.config.pipeline.max_backlog_entries)
+                        max_backlog=ctx.plan.config.pipeline.max_backlog_entries,
+                        retries=None, deadline=deadline)
     sent = 0
     window = ""
     for export in simulator.exports():
@@ -117,26 +146,30 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
 
 
 async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str],
-                          processes: list[asyncio.subprocess.Process], timeout_s: float) -> int:
-    """Poll until every window of every division is complete and Gold has applied it."""
+                          deadline: float) -> int:
+    """Poll until every window of every division is complete and Gold has applied it.
+
+    A server that does not answer is asked again at the next poll, until ``deadline``.
+    """
     store = WindowStore(ctx.redis, ctx.keys)
-    deadline = time.monotonic() + timeout_s
     expected = len(divisions) * len(windows)
+    done = 0
     while True:
-        dead = [p for p in processes if p.returncode is not None]
-        if dead:
-            raise RuntimeError(f"a layer process exited early (code {dead[0].returncode});"
-                               " see its log")
-        done = 0
-        for division in divisions:
-            done += sum(1 for w in await store.windows(division) if w.get("status") in DONE)
-        # Gold notes each window it applies in gold_windows, in the same transaction: every
-        # window is there, or the demo waits (a lost window event shows as a timeout).
-        if done >= expected and len(await report.gold_windows(ctx.pool,
-                                                              ctx.plan.schema)) >= expected:
-            return done
+        try:
+            done = 0
+            for division in divisions:
+                done += sum(1 for w in await store.windows(division)
+                            if w.get("status") in DONE)
+            # Gold notes each window it applies in gold_windows, in the same transaction:
+            # every window is there, or the demo waits (a lost window event shows as a
+            # timeout).
+            if done >= expected and len(await report.gold_windows(
+                    ctx.pool, ctx.plan.schema)) >= expected:
+                return done
+        except (*TRANSIENT, *TRANSIENT_PG) as exc:
+            log.warning("demo_wait_retrying", error=f"{type(exc).__name__}: {exc}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{done} of {expected} windows complete after {timeout_s:.0f} s")
+            raise TimeoutError(f"{done} of {expected} windows complete before the timeout")
         await asyncio.sleep(0.2)
 
 
@@ -174,14 +207,15 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     await reset(ctx)
     await ctx.close()
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
-    processes = await start_layers(options, redis_url, database_url)
+    supervisor = Supervisor(layer_slots(options, redis_url, database_url))
+    await supervisor.start()
+    deadline = time.monotonic() + options.timeout_s
     try:
-        records_in = await replay(ctx, simulator, err)
+        records_in = await replay(ctx, simulator, err, deadline)
         divisions = list(ctx.plan.config.divisions)
-        completed = await wait_until_done(ctx, divisions, simulator.windows(), processes,
-                                          options.timeout_s)
+        completed = await wait_until_done(ctx, divisions, simulator.windows(), deadline)
     finally:
-        codes = await stop_layers(processes)
+        codes = await supervisor.stop()
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
@@ -189,6 +223,7 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
                                        divisions, records_in, ctx.plan.config.gold.linkage,
                                        completed)
         summary["seconds"] = round(time.monotonic() - started, 1)
+        summary["process_restarts"] = supervisor.restarts
     finally:
         await ctx.close()
     if options.as_json:
