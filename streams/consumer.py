@@ -225,9 +225,9 @@ class Consumer:
                              px=self.settings.heartbeat_ttl_ms)
 
     async def _beat(self) -> None:
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.settings.heartbeat_s)
+        """Renew the heartbeat until cancelled (when ``run`` ends)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self.beat_once()
             except TRANSIENT as exc:
@@ -312,7 +312,7 @@ class Consumer:
                 continue
             if int(consumer["pending"]) == 0:
                 if int(await self._release(keys=[stream], args=[self.group, name])) >= 0:
-                    log.info("consumer_removed", layer=self.layer, stream=stream,
+                    log.warning("consumer_removed", layer=self.layer, stream=stream,
                              gone=name, idle_ms=int(consumer["idle"]))
                 continue
             pending: Any = await self.redis.xpending_range(
