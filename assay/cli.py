@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,13 +33,16 @@ def _keep_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Leave embedded servers this command started running.")(f)
 
 
-def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str, str]:
-    """The servers from REDIS_URL/DATABASE_URL, or embedded ones started (or reused) now."""
+def _urls(stack: ExitStack, settings: Settings, keep_running: bool, supervise: bool = False
+          ) -> tuple[str, str]:
+    """The servers from REDIS_URL/DATABASE_URL, or embedded ones started (or reused) now;
+    with ``supervise``, an embedded server that dies is restarted on its port."""
     if settings.redis_url and settings.database_url:
         return settings.redis_url, settings.database_url
     from assay.services import Services, default_data_dir
 
-    urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running))
+    urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running,
+                                        supervise_every_s=0.5 if supervise else None))
     return urls.redis_url, urls.database_url
 
 
@@ -209,7 +213,7 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     with ExitStack() as stack:
-        redis_url, database_url = _urls(stack, settings, keep_running)
+        redis_url, database_url = _urls(stack, settings, keep_running, supervise=True)
         code = _run(run_demo(options, redis_url, database_url))
         if keep_running:
             click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
@@ -355,14 +359,22 @@ def services() -> None:
 
 
 @services.command("start")
-def services_start() -> None:
+@click.option("--supervise", is_flag=True,
+              help="Stay in the foreground and restart a server that dies, on its port, until"
+              " SIGTERM or Ctrl-C (which leave the servers running).")
+def services_start(supervise: bool) -> None:
     """Start (or find) the embedded servers and leave them running; print their URLs."""
     from assay.services import Services, default_data_dir
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    with Services(default_data_dir(), keep_running=True, env=env) as urls:
+    with Services(default_data_dir(), keep_running=True, env=env,
+                  supervise_every_s=0.5 if supervise else None) as urls:
         click.echo(f"REDIS_URL={urls.redis_url}")
         click.echo(f"DATABASE_URL={urls.database_url}")
+        if supervise:
+            sys.stdout.flush()
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                threading.Event().wait()
 
 
 @services.command("stop")
