@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,10 @@ def _urls(stack: ExitStack, settings: Settings, keep_running: bool, supervise: b
     urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running,
                                         supervise_every_s=0.5 if supervise else None))
     return urls.redis_url, urls.database_url
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -117,6 +122,9 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
+    # SIGTERM while starting (waiting for a server, migrating): nothing is held yet, so a
+    # clean exit at once; once consuming, run_layer's handler finishes the batch in hand.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = Settings.from_env()
     with ExitStack() as stack:
         redis_url, database_url = _urls(stack, settings, keep_running=True)

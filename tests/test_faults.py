@@ -174,3 +174,26 @@ async def test_producer_gives_up_waiting_for_room_at_its_deadline(ctx: Context) 
     with pytest.raises(ProducerTimeout, match="backlog room"):
         await producer.send_table(TableTarget("east", "item", "w"), item_rows(10))
     assert now[0] >= 5.0
+
+
+async def test_a_layer_waiting_for_redis_at_start_ends_on_sigterm(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str,
+        redis_proxy: Proxy) -> None:
+    config = write_config(tmp_path / "config", ctx.plan.schema)
+    await redis_proxy.cut()
+    env = {**os.environ, "REDIS_URL": through(redis_url, redis_proxy),
+           "DATABASE_URL": database_url, "ASSAY_KEY_PREFIX": ctx.keys.prefix,
+           "ASSAY_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "assay", "run", "bronze", "--config", str(config), env=env,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        while b"redis_unreachable" not in (line := await process.stderr.readline()):
+            assert line, "the layer ended before it waited for Redis"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0  # was -15: killed mid-start
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
