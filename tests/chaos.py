@@ -14,7 +14,8 @@ from the kill until the server answers on its port again and the consumer groups
 further; for a stopped layer, from SIGCONT until the groups read further.
 
     python -m tests.chaos            # the long form (make chaos): the whole demo
-    python -m tests.chaos --short    # the short form make test runs: six windows
+    python -m tests.chaos --short    # the short form make test runs: six windows, all
+                                     # faults in one run
 """
 
 from __future__ import annotations
@@ -279,10 +280,10 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 SHORT = [
-    Scenario("SIGKILL layers", kill_layers_every_s=2.0),
-    Scenario("kill -9 PostgreSQL", kill_postgres_at_s=(4.0,)),
-    Scenario("kill -9 Valkey (appendfsync always)", kill_valkey_at_s=(4.0,)),
+    Scenario("SIGKILL layers + kill -9 PostgreSQL + kill -9 Valkey (always)",
+             kill_layers_every_s=2.0, kill_postgres_at_s=(3.0,), kill_valkey_at_s=(6.0,)),
 ]
+"""make test's form: every fault in one run of six windows, beside the clean run."""
 LONG = [
     Scenario("SIGKILL layers", kill_layers_every_s=3.0),
     Scenario("kill -9 PostgreSQL", kill_postgres_at_s=(5.0, 12.0)),
@@ -295,6 +296,7 @@ LONG = [
 
 async def suite(short: bool, data_dir: Path, seed: int, out: Any = sys.stdout
                 ) -> list[Outcome]:
+    data_dir.mkdir(parents=True, exist_ok=True)
     window_args = ["--first", "2012-01", "--last", "2012-06"] if short else []
     timeout_s = 300.0 if short else 900.0
     clean = await run_scenario(Scenario("none (clean run)"), data_dir, window_args, timeout_s,
@@ -318,7 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="assay-chaos-") as scratch:
         data_dir = args.data_dir or Path(scratch) / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
         outcomes = asyncio.run(suite(args.short, data_dir, args.seed))
     print(table(outcomes))
     load = os.getloadavg()

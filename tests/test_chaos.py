@@ -22,7 +22,7 @@ async def test_the_demo_survives_killed_layers_and_servers(tmp_path: Path) -> No
     clean, *faulty = outcomes
     assert clean.code == 0 and clean.summary["windows_completed"] == 18, report
     for outcome in faulty:
-        assert outcome.faults >= 1, report
+        assert outcome.faults >= 3, report
         assert outcome.code == 0 and outcome.equal, report
         assert outcome.summary == {**clean.summary, "seconds": outcome.summary["seconds"],
                                    "process_restarts": outcome.summary["process_restarts"]}, report
