@@ -16,6 +16,7 @@ import structlog
 
 from assay.contracts.config import load_config
 from assay.db import pool as db_pool
+from assay.db.pool import TRANSIENT_PG
 from assay.db.schema import migrate
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
@@ -54,9 +55,16 @@ class Context:
     application_name: str = "assay"
     clock: Callable[[], float] = time.time
 
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.redis.aclose()
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Close the connections; a pool that cannot close cleanly in time (a server that
+        died under it) is terminated, so a stopping process never hangs here."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except (TimeoutError, *TRANSIENT_PG) as exc:
+            log.warning("pool_close_failed", error=f"{type(exc).__name__}: {exc}")
+            self.pool.terminate()
+        with contextlib.suppress(*TRANSIENT):
+            await self.redis.aclose()
 
 
 def runtime_settings(plan: Plan) -> RuntimeSettings:
