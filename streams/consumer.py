@@ -1,14 +1,16 @@
 """The consumer-group loop, written once for every layer.
 
-Read a batch (own pending entries first, then new ones, then entries reclaimed from
-dead consumers), decode it into typed items, hand them to the layer's processor,
-and only after the processor has committed its effects forward its output, write
-dead letters and ack, in one Redis transaction per division stream.
+Read a batch (own pending entries first, then entries of consumers that are gone —
+no heartbeat — then entries idle past ``claim_idle_ms``, then new ones), decode it
+into typed items, hand them to the layer's processor, and only after the processor
+has committed its effects forward its output, write dead letters and ack, in one
+Redis transaction per division stream.
 
 A batch whose processing fails is split in halves until the failing item is
 isolated; that item alone is retried and finally dead-lettered, its batch-mates
 commit. Infrastructure errors (``TransientError``, lost connections) retry the
-whole batch with capped backoff and never dead-letter anything.
+whole batch with capped backoff and never dead-letter anything; a stop ends the
+retrying (what was not acked stays pending).
 """
 
 from __future__ import annotations
