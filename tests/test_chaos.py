@@ -24,7 +24,8 @@ async def test_the_demo_survives_killed_layers_and_servers(tmp_path: Path) -> No
     for outcome in faulty:
         assert outcome.faults >= 3, report
         assert outcome.code == 0 and outcome.equal, report
-        assert outcome.summary == {**clean.summary, "seconds": outcome.summary["seconds"],
-                                   "process_restarts": outcome.summary["process_restarts"]}, report
+        varying = ("seconds", "process_restarts", "windows_resent")
+        assert ({k: v for k, v in outcome.summary.items() if k not in varying}
+                == {k: v for k, v in clean.summary.items() if k not in varying}), report
         assert outcome.summary["records_dead_lettered"] == 0, report
         assert outcome.recover_s and max(outcome.recover_s) < 30, report

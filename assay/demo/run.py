@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -125,14 +126,18 @@ async def _spawn(args: list[str], env: dict[str, str], log_path: Path
                                                     env=env, stdout=out, stderr=out)
 
 
+def _producer(ctx: Context, deadline: float) -> Producer:
+    return Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
+                    max_backlog=ctx.plan.config.pipeline.max_backlog_entries,
+                    retries=None, deadline=deadline)
+
+
 async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: float) -> int:
     """Send every export in window order; returns the number of records sent.
 
     Redis outages are waited out (and backlog room waited for) until ``deadline``.
     """
-    producer = Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
-                        max_backlog=ctx.plan.config.pipeline.max_backlog_entries,
-                        retries=None, deadline=deadline)
+    producer = _producer(ctx, deadline)
     sent = 0
     window = ""
     for export in simulator.exports():
@@ -146,31 +151,67 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: floa
     return sent
 
 
+async def resend(ctx: Context, simulator: Simulator, windows: set[tuple[str, str]],
+                 deadline: float) -> int:
+    """Send the exports of these (division, window) pairs again, with the same row numbers:
+    what a Redis that lost its last writes dropped arrives, nothing is doubled."""
+    producer = _producer(ctx, deadline)
+    sent = 0
+    for export in simulator.exports():
+        if (export.division, export.window) in windows:
+            sent += await producer.send_table(
+                TableTarget(export.division, export.table, export.window), export.rows)
+    return sent
+
+
+Resend = Callable[[set[tuple[str, str]]], Awaitable[int]]
+
+
+@dataclass
+class Waiting:
+    """How the wait for the last window went."""
+
+    completed: int = 0
+    resent_windows: int = 0
+
+
 async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str],
-                          deadline: float) -> int:
+                          deadline: float, resend_windows: Resend | None = None,
+                          resend_after_s: float = 20.0) -> Waiting:
     """Poll until every window of every division is complete and Gold has applied it.
 
     A server that does not answer is asked again at the next poll, until ``deadline``.
+    When nothing moved for ``resend_after_s``, the windows still missing are sent again
+    (``resend_windows``): a Redis that lost its last second of writes lost their tail.
     """
     store = WindowStore(ctx.redis, ctx.keys)
-    expected = len(divisions) * len(windows)
-    done = 0
+    expected = {(d, w) for d in divisions for w in windows}
+    waiting = Waiting()
+    seen: tuple[int, int] = (-1, -1)
+    moved = time.monotonic()
     while True:
         try:
-            done = 0
-            for division in divisions:
-                done += sum(1 for w in await store.windows(division)
-                            if w.get("status") in DONE)
+            done = {(d, w["window"]) for d in divisions for w in await store.windows(d)
+                    if w.get("status") in DONE}
             # Gold notes each window it applies in gold_windows, in the same transaction:
-            # every window is there, or the demo waits (a lost window event shows as a
-            # timeout).
-            if done >= expected and len(await report.gold_windows(
-                    ctx.pool, ctx.plan.schema)) >= expected:
-                return done
+            # every window is there, or the demo waits.
+            applied = set(await report.gold_windows(ctx.pool, ctx.plan.schema))
+            waiting.completed = len(done & expected)
+            if expected <= done and expected <= applied:
+                return waiting
+            if (len(done), len(applied)) != seen:
+                seen, moved = (len(done), len(applied)), time.monotonic()
+            elif resend_windows is not None and time.monotonic() - moved > resend_after_s:
+                missing = expected - (done & applied)
+                log.warning("resending_incomplete_windows", windows=sorted(missing))
+                await resend_windows(missing)
+                waiting.resent_windows += len(missing)
+                moved = time.monotonic()
         except (*TRANSIENT, *TRANSIENT_PG) as exc:
             log.warning("demo_wait_retrying", error=f"{type(exc).__name__}: {exc}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{done} of {expected} windows complete before the timeout")
+            raise TimeoutError(f"{waiting.completed} of {len(expected)} windows complete "
+                               "before the timeout")
         await asyncio.sleep(0.2)
 
 
@@ -214,7 +255,9 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     try:
         records_in = await replay(ctx, simulator, err, deadline)
         divisions = list(ctx.plan.config.divisions)
-        completed = await wait_until_done(ctx, divisions, simulator.windows(), deadline)
+        waiting = await wait_until_done(
+            ctx, divisions, simulator.windows(), deadline,
+            partial(resend, ctx, simulator, deadline=deadline))
     finally:
         codes = await supervisor.stop()
     try:
@@ -222,9 +265,10 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
         summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
                                        divisions, records_in, ctx.plan.config.gold.linkage,
-                                       completed)
+                                       waiting.completed)
         summary["seconds"] = round(time.monotonic() - started, 1)
         summary["process_restarts"] = supervisor.restarts
+        summary["windows_resent"] = waiting.resent_windows
     finally:
         await ctx.close()
     if options.as_json:
