@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz bench lint check clean
+.PHONY: demo test fuzz bench chaos lint check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m bench $(ARGS)
+
+# The long chaos suite: the whole demo under killed layers and servers; prints a table.
+chaos: $(STAMP)
+	env -u REDIS_URL -u DATABASE_URL $(BIN)/python -m tests.chaos $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

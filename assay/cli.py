@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,14 +34,21 @@ def _keep_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Leave embedded servers this command started running.")(f)
 
 
-def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str, str]:
-    """The servers from REDIS_URL/DATABASE_URL, or embedded ones started (or reused) now."""
+def _urls(stack: ExitStack, settings: Settings, keep_running: bool, supervise: bool = False
+          ) -> tuple[str, str]:
+    """The servers from REDIS_URL/DATABASE_URL, or embedded ones started (or reused) now;
+    with ``supervise``, an embedded server that dies is restarted on its port."""
     if settings.redis_url and settings.database_url:
         return settings.redis_url, settings.database_url
     from assay.services import Services, default_data_dir
 
-    urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running))
+    urls = stack.enter_context(Services(default_data_dir(), keep_running=keep_running,
+                                        supervise_every_s=0.5 if supervise else None))
     return urls.redis_url, urls.database_url
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -148,6 +157,9 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
+    # SIGTERM while starting (waiting for a server, migrating): nothing is held yet, so a
+    # clean exit at once; once consuming, run_layer's handler finishes the batch in hand.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = Settings.from_env()
     folder = config_dir or settings.config_dir
     with ExitStack() as stack:
@@ -307,7 +319,7 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
          last: str | None, timeout_s: float, procfile: Path | None, via: str,
          keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
-    from assay.demo.run import DemoOptions, run_demo
+    from assay.demo.run import DemoOptions, ProcfileError, procfile_lines, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
     from assay.services import default_data_dir
 
@@ -323,8 +335,13 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         as_json=as_json, first=first, last=last, timeout_s=timeout_s, via=via,
         keep_running=keep_running,
     )
+    try:
+        procfile_lines(options.procfile)
+    except ProcfileError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     with ExitStack() as stack:
-        redis_url, database_url = _urls(stack, settings, keep_running)
+        redis_url, database_url = _urls(stack, settings, keep_running, supervise=True)
         code = _run(run_demo(options, redis_url, database_url))
         if keep_running:
             click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
@@ -460,14 +477,22 @@ def services() -> None:
 
 
 @services.command("start")
-def services_start() -> None:
+@click.option("--supervise", is_flag=True,
+              help="Stay in the foreground and restart a server that dies, on its port, until"
+              " SIGTERM or Ctrl-C (which leave the servers running).")
+def services_start(supervise: bool) -> None:
     """Start (or find) the embedded servers and leave them running; print their URLs."""
     from assay.services import Services, default_data_dir
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    with Services(default_data_dir(), keep_running=True, env=env) as urls:
+    with Services(default_data_dir(), keep_running=True, env=env,
+                  supervise_every_s=0.5 if supervise else None) as urls:
         click.echo(f"REDIS_URL={urls.redis_url}")
         click.echo(f"DATABASE_URL={urls.database_url}")
+        if supervise:
+            sys.stdout.flush()
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                threading.Event().wait()
 
 
 @services.command("stop")

@@ -16,6 +16,7 @@ import structlog
 
 from assay.contracts.config import load_config
 from assay.db import pool as db_pool
+from assay.db.pool import TRANSIENT_PG
 from assay.db.schema import MigrationError, migrate
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
@@ -56,9 +57,16 @@ class Context:
     application_name: str = "assay"
     clock: Callable[[], float] = time.time
 
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.redis.aclose()
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Close the connections; a pool that cannot close cleanly in time (a server that
+        died under it) is terminated, so a stopping process never hangs here."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except (TimeoutError, *TRANSIENT_PG) as exc:
+            log.warning("pool_close_failed", error=f"{type(exc).__name__}: {exc}")
+            self.pool.terminate()
+        with contextlib.suppress(*TRANSIENT):
+            await self.redis.aclose()
 
 
 def runtime_settings(plan: Plan) -> RuntimeSettings:
@@ -103,14 +111,17 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
-async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -> None:
+async def warn_without_persistence(client: aioredis.Redis, attempts: int | None = None
+                                   ) -> None:
     """One structured warning when Redis would lose unprocessed entries on restart.
 
     This is the first thing a process asks Redis: while Redis is unreachable it retries
-    with capped backoff instead of crash-looping.
+    with capped backoff (``attempts`` None: however long) instead of crash-looping.
     """
     delay = 0.1
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             info = await client.info("persistence")
             save = (await client.config_get("save")).get("save", "")
@@ -189,7 +200,7 @@ async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name
     names = {k: d.name for k, d in config.divisions.items()}
     environment = environment_name(config.pipeline.environment)
     if layer == "monitor":
-        return await _run_monitor(ctx, names, environment, burst, name, metrics_port)
+        return await _run_monitor(ctx, names, environment, burst, name, metrics_port, grace_s)
     metrics = Metrics()
     server = start_metrics_server(metrics_port, metrics.registry) if metrics_port else None
     observer = worker_observer(config.notifications, config.alerts, environment, names, metrics)
@@ -253,20 +264,34 @@ def _monitor_hangup() -> None:
 
 
 async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, burst: bool,
-                       name: str | None, metrics_port: int | None) -> int:
-    """The monitor: lag snapshots, alerts, metrics, and a notification per window outcome."""
+                       name: str | None, metrics_port: int | None, grace_s: float) -> int:
+    """The monitor: lag snapshots, alerts, metrics, and a notification per window outcome.
+
+    SIGTERM ends it within ``grace_s`` whether or not the servers answer.
+    """
     config = ctx.plan.config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(serve(
+        ctx.redis, ctx.keys, names, LAYERS, environment=environment,
+        notifications=config.notifications, alerts=config.alerts,
+        settings=runtime_settings(ctx.plan), stop=stop, burst=burst,
+        metrics_port=metrics_port, name=name,
+        gold=(ctx.pool, ctx.plan.schema) if config.gold.tables else None))
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("shutdown_requested", layer="monitor", signal=sig.name)
+        stop.set()
+        loop.call_later(grace_s, task.cancel)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, _monitor_hangup)
     try:
-        await serve(ctx.redis, ctx.keys, names, LAYERS, environment=environment,
-                    notifications=config.notifications, alerts=config.alerts,
-                    settings=runtime_settings(ctx.plan), stop=stop, burst=burst,
-                    metrics_port=metrics_port, name=name,
-                    gold=(ctx.pool, ctx.plan.schema) if config.gold.tables else None)
+        await task
+    except asyncio.CancelledError:
+        log.warning("shutdown_grace_exceeded", layer="monitor", grace_s=grace_s)
+        return 1
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -14,29 +14,36 @@ from assay.contracts.errors import TransientError
 log = structlog.get_logger("assay.db")
 
 TRANSIENT_PG = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.PostgresConnectionError,  # class 08: connection exceptions
+    asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, crash, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # 53: disk full, out of memory, connections
+    asyncpg.exceptions.PostgresSystemError,  # 58: I/O errors of the server
+    asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialisation failure
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # e.g. "cannot switch to state" after a lost server
     ConnectionError,
-    OSError,
+    OSError,  # includes TimeoutError
 )
+"""Server faults: retried with capped backoff, never held against a record."""
 
 
 async def connect(
     dsn: str,
     *,
-    attempts: int = 30,
+    attempts: int | None = None,
     max_size: int = 4,
     application_name: str = "assay",
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> asyncpg.Pool:
-    """Open a pool, retrying while the server is unreachable (capped backoff)."""
+    """Open a pool, retrying while the server is unreachable (capped backoff).
+
+    ``attempts`` None: until it answers, however long the outage (a signal still ends
+    the process).
+    """
     delay = 0.1
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=max_size, command_timeout=300,
@@ -49,7 +56,6 @@ async def connect(
             log.warning("postgres_unreachable", attempt=attempt, error=str(exc), retry_in_s=delay)
             await sleep(delay)
             delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
 
 
 @asynccontextmanager

@@ -1,19 +1,22 @@
 """The consumer-group loop, written once for every layer.
 
-Read a batch (own pending entries first, then new ones, then entries reclaimed from
-dead consumers), decode it into typed items, hand them to the layer's processor,
-and only after the processor has committed its effects forward its output, write
-dead letters and ack, in one Redis transaction per division stream.
+Read a batch (own pending entries first, then entries of consumers that are gone —
+no heartbeat — then entries idle past ``claim_idle_ms``, then new ones), decode it
+into typed items, hand them to the layer's processor, and only after the processor
+has committed its effects forward its output, write dead letters and ack, in one
+Redis transaction per division stream.
 
 A batch whose processing fails is split in halves until the failing item is
 isolated; that item alone is retried and finally dead-lettered, its batch-mates
 commit. Infrastructure errors (``TransientError``, lost connections) retry the
-whole batch with capped backoff and never dead-letter anything.
+whole batch with capped backoff and never dead-letter anything; a stop ends the
+retrying (what was not acked stays pending).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -53,7 +56,23 @@ from assay.streams.keys import Keys
 log = structlog.get_logger("assay.streams")
 
 TRANSIENT = (TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+             redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
              ConnectionError, OSError)
+"""Server faults (BusyLoadingError, a Valkey reading its append-only file, is a
+ConnectionError): retried with capped backoff for as long as they last."""
+
+
+RELEASE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+"""Remove a consumer from a group only if it holds nothing, atomically (one stream key)."""
+
+
+class Stopped(Exception):
+    """The consumer was stopped while waiting for a server; what it held stays pending."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -71,6 +90,11 @@ class RuntimeSettings:
     """Backpressure: wait after a batch while a stream this layer writes to is this far behind."""
     backoff_start_s: float = 0.2
     backoff_max_s: float = 10.0
+    heartbeat_s: float = 1.0
+    """How often a consumer renews its heartbeat and looks for consumers that are gone."""
+    heartbeat_ttl_ms: int = 3_000
+    """A consumer without a heartbeat for this long, and idle as long, is gone: its
+    pending entries are claimed, and once it holds nothing it leaves the group."""
 
 
 @dataclass
@@ -149,6 +173,7 @@ class Consumer:
         sleep: Sleep = asyncio.sleep,
         on_batch: Callable[[BatchResult], Any] | None = None,
         dead_letters: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -161,6 +186,7 @@ class Consumer:
         self.settings = settings or RuntimeSettings()
         self.name = name or consumer_name(self.layer)
         self.sleep = sleep
+        self.clock = clock
         self.on_batch = on_batch
         self.dead_letters = dead_letters
         """False for a group that only watches a stream another group works on (the
@@ -169,6 +195,8 @@ class Consumer:
         self.dead_lettered = 0
         self.batches = 0
         self._per_entry: dict[str, float] = {}
+        self._looked: dict[str, float] = {}
+        self._release = client.register_script(RELEASE)
 
     async def ensure_groups(self) -> None:
         """Create the group on every stream it reads, idempotently."""
@@ -181,6 +209,10 @@ class Consumer:
 
     async def leave(self) -> None:
         """At a clean exit, remove this consumer from its groups when it holds nothing."""
+        try:
+            await self.redis.delete(self.keys.alive(self.layer, self.name))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("consumer_leave_failed", error=str(exc))
         for stream in self.streams:
             try:
                 info: Any = await self.redis.xpending_range(stream, self.group, min="-",
@@ -196,9 +228,36 @@ class Consumer:
         self.stopping.set()
 
     async def run(self, burst: bool = False) -> None:
-        """Consume until stopped; with ``burst`` return once every stream is drained."""
-        await self._retrying(self.ensure_groups)
-        await asyncio.gather(*(self._run_stream(s, burst) for s in self.streams))
+        """Consume until stopped; with ``burst`` return once every stream is drained.
+
+        Stopped while a server is down, it returns at once: the batch in hand was not
+        acked and stays pending for whoever reads the stream next.
+        """
+        beat = asyncio.create_task(self._beat())
+        try:
+            await self._retrying(self.beat_once)
+            await self._retrying(self.ensure_groups)
+            await asyncio.gather(*(self._run_stream(s, burst) for s in self.streams))
+        except Stopped:
+            log.warning("consumer_stopped_while_retrying", layer=self.layer, consumer=self.name)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def beat_once(self) -> None:
+        """Announce that this consumer is alive for the next ``heartbeat_ttl_ms``."""
+        await self.redis.set(self.keys.alive(self.layer, self.name), b"1",
+                             px=self.settings.heartbeat_ttl_ms)
+
+    async def _beat(self) -> None:
+        """Renew the heartbeat until cancelled (when ``run`` ends)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.beat_once()
+            except TRANSIENT as exc:
+                log.warning("heartbeat_failed", layer=self.layer, error=str(exc))
 
     async def _run_stream(self, stream: str, burst: bool) -> None:
         bound = log.bind(layer=self.layer, stream=stream, group=self.group, consumer=self.name)
@@ -209,6 +268,8 @@ class Consumer:
             if reading_history:
                 entries = await self._retrying(lambda: self._history(stream))
                 reading_history = bool(entries)
+            if not entries and self._time_to_look(stream):
+                entries = await self._retrying(lambda: self._claim_from_gone(stream))
             if not entries:
                 entries = await self._retrying(lambda: self._claim(stream))
             if not entries:
@@ -252,6 +313,49 @@ class Consumer:
             await self.redis.xack(stream, self.group, *gone)
         entries = [(_text(i), f) for i, f in raw if f is not None]
         return await self._with_deliveries(stream, entries) if entries else []
+
+    def _time_to_look(self, stream: str) -> bool:
+        now = self.clock()
+        if now - self._looked.get(stream, float("-inf")) < self.settings.heartbeat_s:
+            return False
+        self._looked[stream] = now
+        return True
+
+    async def _claim_from_gone(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """Entries pending with consumers that are gone become ours; gone consumers that
+        hold nothing are removed from the group.
+
+        Gone: no heartbeat, and no read for ``heartbeat_ttl_ms`` either (so a live
+        consumer that lost its heartbeat for a moment keeps its entries).
+        """
+        ttl = self.settings.heartbeat_ttl_ms
+        consumers: Any = await self.redis.xinfo_consumers(stream, self.group)
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if name == self.name or int(consumer["idle"]) < ttl:
+                continue
+            if await self.redis.exists(self.keys.alive(self.layer, name)):
+                continue
+            if int(consumer["pending"]) == 0:
+                if int(await self._release(keys=[stream], args=[self.group, name])) >= 0:
+                    log.warning("consumer_removed", layer=self.layer, stream=stream,
+                             gone=name, idle_ms=int(consumer["idle"]))
+                continue
+            pending: Any = await self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=self._count(stream),
+                consumername=name)
+            ids = [p["message_id"] for p in pending]
+            if not ids:
+                continue
+            reply: Any = await self.redis.xclaim(stream, self.group, self.name,
+                                                 min_idle_time=ttl, message_ids=ids)
+            claimed = [(_text(i), f) for i, f in reply if f is not None]
+            if claimed:
+                log.warning("entries_claimed_from_gone_consumer", stream=stream, gone=name,
+                            count=len(claimed), first_id=claimed[0][0],
+                            last_id=claimed[-1][0])
+                return await self._with_deliveries(stream, claimed)
+        return []
 
     async def _claim(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """Entries left pending by a consumer idle past the threshold become ours."""
@@ -457,16 +561,31 @@ class Consumer:
         return trimmed
 
     async def _retrying(self, action: Callable[[], Awaitable[Any]]) -> Any:
-        """Run an action, retrying lost connections with capped exponential backoff."""
+        """Run an action, retrying server faults with capped exponential backoff.
+
+        Forever, however long the outage; a stop ends the waiting (``Stopped``).
+        """
         delay = self.settings.backoff_start_s
         while True:
             try:
                 return await action()
             except TRANSIENT as exc:
+                if self.stopping.is_set():
+                    raise Stopped from exc
                 log.warning("transient_error", layer=self.layer, error=f"{type(exc).__name__}: "
                             f"{exc}", retry_in_s=delay)
-                await self.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, self.settings.backoff_max_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by a stop."""
+        waits = [asyncio.ensure_future(self.sleep(seconds)),
+                 asyncio.ensure_future(self.stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 def _text(value: bytes | str) -> str:

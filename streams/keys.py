@@ -38,6 +38,11 @@ class Keys:
         """A state key of a division (window barrier hashes and bitmaps)."""
         return f"{self.prefix}:{{{division}}}:state:{name}"
 
+    def alive(self, layer: str, consumer: str) -> str:
+        """A consumer's heartbeat (a string with a TTL). A global key: only ever used
+        alone in a command, never beside a division's keys."""
+        return f"{self.prefix}:alive:{layer}:{consumer}"
+
     def alerts(self) -> str:
         """The monitor's active alerts (a hash), kept across its restarts."""
         return f"{self.prefix}:alerts"

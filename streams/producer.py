@@ -7,11 +7,16 @@ same row numbers, so a retry never duplicates a row downstream.
 
 Backpressure: before each chunk the producer waits while Bronze has more than
 ``max_backlog`` entries of the division's ingest stream left to do.
+
+Lost connections are retried with capped backoff, ``retries`` times (None: for as long
+as the outage lasts); a ``deadline`` bounds both the retrying and the waiting for room
+(``ProducerTimeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +38,10 @@ Row = Mapping[str, Scalar]
 
 class ProducerError(ValueError):
     """The producer was asked to send something the pipeline would not accept."""
+
+
+class ProducerTimeout(TimeoutError):
+    """The deadline passed while the producer waited for Redis or for backlog room."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,10 @@ class Producer:
         known: Mapping[str, Iterable[str]] | None = None,
         chunk_size: int = 500,
         max_backlog: int = 100,
-        retries: int = 5,
+        retries: int | None = 5,
+        deadline: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -66,7 +77,10 @@ class Producer:
         self.chunk_size = chunk_size
         self.max_backlog = max_backlog
         self.retries = retries
+        self.deadline = deadline
+        """A ``clock()`` value after which waiting raises ``ProducerTimeout``."""
         self.sleep = sleep
+        self.clock = clock
 
     def check(self, target: TableTarget) -> None:
         """Refuse an unknown division or table before anything is sent."""
@@ -143,9 +157,14 @@ class Producer:
 
     async def _wait_for_room(self, stream: str) -> None:
         delay = 0.05
-        while await self._length(stream) > self.max_backlog:
+        while (behind := await self._length(stream)) > self.max_backlog:
+            self._check_deadline(f"waiting for backlog room on {stream} ({behind} entries)")
             await self.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _check_deadline(self, doing: str) -> None:
+        if self.deadline is not None and self.clock() >= self.deadline:
+            raise ProducerTimeout(f"deadline passed while {doing}")
 
     async def _length(self, stream: str) -> int:
         """What Bronze has yet to do (0 while no group reads the stream: nobody to wait for)."""
@@ -154,16 +173,19 @@ class Producer:
 
     async def _with_retry(self, send: Callable[[], Awaitable[object]]) -> object:
         delay = 0.1
-        for attempt in range(1, self.retries + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await send()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    ConnectionError, OSError) as exc:
                 if attempt == self.retries:
                     raise
+                self._check_deadline(f"retrying ({type(exc).__name__}: {exc})")
                 log.warning("producer_retry", attempt=attempt, error=str(exc), retry_in_s=delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
 
 
 async def _aiter(rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterable[Row]:

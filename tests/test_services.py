@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,9 +152,16 @@ def test_stale_pidfiles_are_cleaned_up(data_dir: Path, stale_pid: Callable[[], i
     assert not [pid for pid in pids(services) if running(pid)]
 
 
+def forget_ports(data_dir: Path) -> None:
+    """Let the next start pick a free port again (the servers remember theirs)."""
+    for server in ("redis", "postgres"):
+        (data_dir / server / "port").unlink(missing_ok=True)
+
+
 def test_a_port_taken_meanwhile_is_retried_once(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    forget_ports(data_dir)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -170,6 +178,7 @@ def test_a_port_taken_meanwhile_is_retried_once(
 def test_a_port_taken_twice_fails_naming_the_log(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    forget_ports(data_dir)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -179,6 +188,59 @@ def test_a_port_taken_twice_fails_naming_the_log(
         with pytest.raises(ServiceError, match=r"see .*/redis/valkey\.log"), services:
             pass
     assert not (data_dir / "redis" / "state.json").exists()
+
+
+def test_servers_keep_their_port_across_restarts(data_dir: Path) -> None:
+    with Services(data_dir, env=NO_URLS) as first:
+        pass
+    with Services(data_dir, env=NO_URLS) as second:
+        pass
+    assert (second.redis_url, second.database_url) == (first.redis_url, first.database_url)
+
+
+def test_a_remembered_port_held_by_another_process_is_a_one_line_error(data_dir: Path) -> None:
+    with Services(data_dir, env=NO_URLS) as urls:
+        pass
+    port = int(urls.redis_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        services = Services(data_dir, env={"DATABASE_URL": "postgresql://db.example/assay"})
+        with pytest.raises(ServiceError) as failed, services:
+            pass
+    message = str(failed.value)
+    assert "\n" not in message
+    assert f"port {port} of the embedded redis server is taken by pid {os.getpid()}" in message
+
+
+def _kill_and_wait_for_restart(services: Services, name: str) -> tuple[int, int]:
+    (before,) = [s for s in services.embedded if s.name == name]
+    os.kill(before.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        (after,) = [s for s in services.embedded if s.name == name]
+        if after.pid != before.pid and running(after.pid):
+            return before.pid, after.pid
+        assert time.monotonic() < deadline, f"{name} was not restarted"
+        time.sleep(0.05)
+
+
+async def test_supervised_servers_crashed_with_sigkill_come_back_on_their_port(
+        data_dir: Path) -> None:
+    services = Services(data_dir, env=NO_URLS, supervise_every_s=0.1)
+    with services as urls:
+        with redis.Redis.from_url(urls.redis_url) as client:
+            client.set("kept", b"1")
+        _kill_and_wait_for_restart(services, "redis")
+        _kill_and_wait_for_restart(services, "postgres")
+        with redis.Redis.from_url(urls.redis_url) as client:  # the same URL, the data kept
+            assert client.get("kept") == b"1"
+        connection = await asyncpg.connect(urls.database_url)
+        assert await connection.fetchval("SELECT 1") == 1
+        await connection.close()
+        assert services.restarts == 2
+    assert not [pid for pid in pids(services) if running(pid)]
 
 
 def free_port() -> int:

@@ -13,8 +13,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,11 +24,14 @@ import msgspec
 import structlog
 
 from assay.db import report
+from assay.db.pool import TRANSIENT_PG
 from assay.demo.simulator import Simulator
 from assay.demo.via_http import HttpSide, replay_http, start_serve
-from assay.runner import Context, open_context
+from assay.runner import LAYERS, Context, open_context
+from assay.streams.consumer import TRANSIENT
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
+from assay.supervise import Slot, Supervisor
 
 log = structlog.get_logger("assay.demo")
 
@@ -52,18 +57,45 @@ class DemoOptions:
     keep_running: bool = False
 
 
-def procfile_layers(path: Path) -> list[tuple[str, str]]:
-    """The (process name, layer) pairs a Procfile runs (``name: assay run LAYER``)."""
-    layers = []
-    for line in path.read_text().splitlines():
+class ProcfileError(ValueError):
+    """A Procfile line the demo cannot run; the message names the file, line and why."""
+
+
+@dataclass(frozen=True)
+class ProcessLine:
+    """One Procfile line: its process name and the ``assay`` arguments after ``assay``."""
+
+    name: str
+    args: tuple[str, ...]
+
+    @property
+    def layer(self) -> str | None:
+        return self.args[1] if self.args[0] == "run" else None
+
+
+def procfile_lines(path: Path) -> list[ProcessLine]:
+    """The processes a Procfile runs: ``name: assay run LAYER [options]`` or
+    ``name: assay serve [options]``; any other line is a ``ProcfileError``."""
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, _, command = line.partition(":")
+        name, colon, command = line.partition(":")
         words = command.split()
-        if words[:2] == ["assay", "run"] and len(words) > 2:
-            layers.append((name.strip(), words[2]))
-    return layers
+        where = f"{path}:{number}: {line!r}"
+        if not colon or not name.strip():
+            raise ProcfileError(f"{where}: expected 'name: command'")
+        runs = words[:2] == ["assay", "run"] and len(words) > 2 and words[2] in LAYERS
+        if runs or words[:2] == ["assay", "serve"]:
+            lines.append(ProcessLine(name.strip(), tuple(words[1:])))
+        else:
+            raise ProcfileError(f"{where}: the demo runs only 'assay run LAYER' (LAYER one of "
+                                f"{', '.join(LAYERS)}) and 'assay serve' lines")
+    names = [p.name for p in lines]
+    if len(set(names)) != len(names):
+        raise ProcfileError(f"{path}: process names must be unique, got {names}")
+    return lines
 
 
 async def reset(ctx: Context) -> None:
@@ -73,40 +105,43 @@ async def reset(ctx: Context) -> None:
         await ctx.redis.delete(key)
 
 
-async def start_layers(options: DemoOptions, redis_url: str, database_url: str
-                       ) -> list[asyncio.subprocess.Process]:
+def layer_slots(options: DemoOptions, redis_url: str, database_url: str) -> list[Slot]:
+    """One supervised slot per Procfile line; a layer's consumer is named after its slot,
+    so a restarted process takes its own pending entries back at once."""
     options.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"}
-    processes = []
-    for name, layer in procfile_layers(options.procfile):
-        out = (options.log_dir / f"{name}.log").open("ab")
-        processes.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "assay", "run", layer, "--config", str(options.config_dir),
-            env=env, stdout=out, stderr=out))
-        out.close()
-    return processes
+    slots = []
+    for line in procfile_lines(options.procfile):
+        args = list(line.args)
+        if "--config" not in args:
+            args += ["--config", str(options.config_dir)]
+        if line.layer is not None and "--name" not in args:
+            args += ["--name", line.name]
+        slots.append(Slot(line.name, partial(_spawn, args, env,
+                                             options.log_dir / f"{line.name}.log")))
+    return slots
 
 
-async def stop_layers(processes: list[asyncio.subprocess.Process], grace_s: float = 30.0
-                      ) -> list[int]:
-    for process in processes:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-    codes = []
-    for process in processes:
-        try:
-            codes.append(await asyncio.wait_for(process.wait(), grace_s))
-        except TimeoutError:
-            process.kill()
-            codes.append(await process.wait())
-    return codes
+async def _spawn(args: list[str], env: dict[str, str], log_path: Path
+                 ) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as out:
+        return await asyncio.create_subprocess_exec(sys.executable, "-m", "assay", *args,
+                                                    env=env, stdout=out, stderr=out)
 
 
-async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
-    """Send every export in window order; returns the number of records sent."""
-    producer = Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
-                        max_backlog=ctx.plan.config.pipeline.max_backlog_entries)
+def _producer(ctx: Context, deadline: float) -> Producer:
+    return Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
+                    max_backlog=ctx.plan.config.pipeline.max_backlog_entries,
+                    retries=None, deadline=deadline)
+
+
+async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: float) -> int:
+    """Send every export in window order; returns the number of records sent.
+
+    Redis outages are waited out (and backlog room waited for) until ``deadline``.
+    """
+    producer = _producer(ctx, deadline)
     sent = 0
     window = ""
     for export in simulator.exports():
@@ -120,27 +155,67 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
     return sent
 
 
+async def resend(ctx: Context, simulator: Simulator, windows: set[tuple[str, str]],
+                 deadline: float) -> int:
+    """Send the exports of these (division, window) pairs again, with the same row numbers:
+    what a Redis that lost its last writes dropped arrives, nothing is doubled."""
+    producer = _producer(ctx, deadline)
+    sent = 0
+    for export in simulator.exports():
+        if (export.division, export.window) in windows:
+            sent += await producer.send_table(
+                TableTarget(export.division, export.table, export.window), export.rows)
+    return sent
+
+
+Resend = Callable[[set[tuple[str, str]]], Awaitable[int]]
+
+
+@dataclass
+class Waiting:
+    """How the wait for the last window went."""
+
+    completed: int = 0
+    resent_windows: int = 0
+
+
 async def wait_until_done(ctx: Context, divisions: list[str], windows: list[str],
-                          processes: list[asyncio.subprocess.Process], timeout_s: float) -> int:
-    """Poll until every window of every division is complete and Gold has applied it."""
+                          deadline: float, resend_windows: Resend | None = None,
+                          resend_after_s: float = 20.0) -> Waiting:
+    """Poll until every window of every division is complete and Gold has applied it.
+
+    A server that does not answer is asked again at the next poll, until ``deadline``.
+    When nothing moved for ``resend_after_s``, the windows still missing are sent again
+    (``resend_windows``): a Redis that lost its last second of writes lost their tail.
+    """
     store = WindowStore(ctx.redis, ctx.keys)
-    deadline = time.monotonic() + timeout_s
-    expected = len(divisions) * len(windows)
+    expected = {(d, w) for d in divisions for w in windows}
+    waiting = Waiting()
+    seen: tuple[int, int] = (-1, -1)
+    moved = time.monotonic()
     while True:
-        dead = [p for p in processes if p.returncode is not None]
-        if dead:
-            raise RuntimeError(f"a layer process exited early (code {dead[0].returncode});"
-                               " see its log")
-        done = 0
-        for division in divisions:
-            done += sum(1 for w in await store.windows(division) if w.get("status") in DONE)
-        # Gold notes each window it applies in gold_windows, in the same transaction: every
-        # window is there, or the demo waits (a lost window event shows as a timeout).
-        if done >= expected and len(await report.gold_windows(ctx.pool,
-                                                              ctx.plan.schema)) >= expected:
-            return done
+        try:
+            done = {(d, w["window"]) for d in divisions for w in await store.windows(d)
+                    if w.get("status") in DONE}
+            # Gold notes each window it applies in gold_windows, in the same transaction:
+            # every window is there, or the demo waits.
+            applied = set(await report.gold_windows(ctx.pool, ctx.plan.schema))
+            waiting.completed = len(done & expected)
+            if expected <= done and expected <= applied:
+                return waiting
+            if (len(done), len(applied)) != seen:
+                seen, moved = (len(done), len(applied)), time.monotonic()
+            elif resend_windows is not None and time.monotonic() - moved > resend_after_s:
+                missing = expected - (done & applied)
+                log.warning("resending_incomplete_windows", windows=sorted(missing))
+                await resend_windows(missing)
+                waiting.resent_windows += len(missing)
+                moved = time.monotonic()
+        except (*TRANSIENT, *TRANSIENT_PG) as exc:
+            log.warning("demo_wait_retrying", error=f"{type(exc).__name__}: {exc}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{done} of {expected} windows complete after {timeout_s:.0f} s")
+            raise TimeoutError(f"{waiting.completed} of {len(expected)} windows complete "
+                               "before the timeout")
         await asyncio.sleep(0.2)
 
 
@@ -179,32 +254,38 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     await reset(ctx)
     await ctx.close()
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
-    processes = await start_layers(options, redis_url, database_url)
+    supervisor = Supervisor(layer_slots(options, redis_url, database_url))
+    await supervisor.start()
+    deadline = time.monotonic() + options.timeout_s
     http_rows = None
+    side: HttpSide | None = None
     linger = options.keep_running and options.via == "http"
     try:
         if options.via == "http":
-            http_rows, side = await _via_http(options, simulator, redis_url, database_url, err)
-            processes.append(side.process)
+            side = await _start_http(options, redis_url, database_url, err)
+            http_rows = await replay_http(side, simulator.exports(), err)
             records_in = sum(len(e.rows) for e in simulator.exports())
         else:
-            records_in = await replay(ctx, simulator, err)
+            records_in = await replay(ctx, simulator, err, deadline)
         divisions = list(ctx.plan.config.divisions)
-        completed = await wait_until_done(ctx, divisions, simulator.windows(), processes,
-                                          options.timeout_s)
+        waiting = await wait_until_done(
+            ctx, divisions, simulator.windows(), deadline,
+            partial(resend, ctx, simulator, deadline=deadline))
     except BaseException:
-        await stop_layers(processes)
+        await _stop(supervisor, side)
         raise
-    codes = [] if linger else await stop_layers(processes)
+    codes = [] if linger else await _stop(supervisor, side)
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
         summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
                                        divisions, records_in, ctx.plan.config.gold.linkage,
-                                       completed)
+                                       waiting.completed)
         if http_rows is not None:
             summary["http_rows"] = http_rows
         summary["seconds"] = round(time.monotonic() - started, 1)
+        summary["process_restarts"] = supervisor.restarts
+        summary["windows_resent"] = waiting.resent_windows
     finally:
         await ctx.close()
     if options.as_json:
@@ -216,8 +297,10 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     if linger:
         out.flush()
         await until_interrupted(err)
-        codes = await stop_layers(processes)
-    if any(codes):
+        codes = await _stop(supervisor, side)
+    # -SIGTERM: a process restarted moments before the stop, still starting (before its
+    # handler was installed); it held nothing. Anything else non-zero is a failure.
+    if any(code not in (0, -signal.SIGTERM) for code in codes):
         err.write(f"a layer process exited with {codes}\n")
         return 1
     return 0
@@ -238,9 +321,9 @@ async def until_interrupted(err: TextIO) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _via_http(options: DemoOptions, simulator: Simulator, redis_url: str,
-                    database_url: str, err: TextIO) -> tuple[int, HttpSide]:
-    """Start ``assay serve`` and send every export through it."""
+async def _start_http(options: DemoOptions, redis_url: str, database_url: str,
+                      err: TextIO) -> HttpSide:
+    """Start ``assay serve`` for the run, with a token of its own."""
     side = await start_serve(options.config_dir, options.log_dir, {
         **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
         "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"})
@@ -248,11 +331,22 @@ async def _via_http(options: DemoOptions, simulator: Simulator, redis_url: str,
         err.write(f"  status page: {side.url}/  token for this run: {side.token}\n"
                   f"  e.g. curl -H 'Authorization: Bearer {side.token}' {side.url}/v1/windows\n")
         err.flush()
-    try:
-        return await replay_http(side, simulator.exports(), err), side
-    except BaseException:
-        await stop_layers([side.process])
-        raise
+    return side
+
+
+async def _stop(supervisor: Supervisor, side: HttpSide | None, grace_s: float = 30.0
+                ) -> list[int]:
+    """Stop the layers, then the demo's ``assay serve``; the exit code of each."""
+    codes = await supervisor.stop(grace_s)
+    if side is not None:
+        if side.process.returncode is None:
+            side.process.send_signal(signal.SIGTERM)
+        try:
+            codes.append(await asyncio.wait_for(side.process.wait(), grace_s))
+        except TimeoutError:
+            side.process.kill()
+            codes.append(await side.process.wait())
+    return codes
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ notification and an alert check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -85,6 +86,21 @@ class Monitor:
             wait.cancel()
 
 
+async def _restore(rules: Alerts, stop: asyncio.Event) -> None:
+    """Take back the active alerts, waiting for Redis however long it is down (or a stop)."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await rules.restore()
+            return
+        except TRANSIENT as exc:
+            log.warning("alerts_restore_failed", error=f"{type(exc).__name__}: {exc}",
+                        retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+
+
 async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str],
                 layers: Mapping[str, Sequence[str]], *, environment: str,
                 notifications: NotificationsConfig | None, alerts: AlertsConfig | None,
@@ -106,7 +122,7 @@ async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str]
     notifier = Notifier(notifications, environment, clock=clock)
     rules = Alerts(config.rules, notifier=notifier, metrics=metrics, clock=clock,
                    divisions=divisions, store=AlertStore(client, keys.alerts()))
-    await rules.restore()
+    await _restore(rules, stop)
     tracker = LagTracker(client, keys, list(divisions), by_channel(layers), clock=clock,
                          scan_bound=config.scan_bound)
     watch = None if gold is None else GoldWatch(WindowStore(client, keys), gold[0], gold[1],

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +16,16 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from assay.services.common import Server
+from assay.services.common import Server, ServiceError
 from assay.services.postgres import Postgres
-from assay.services.process import locked
+from assay.services.process import alive, locked
 from assay.services.signals import UnwindOnSignals, signals_deferred
 from assay.services.valkey import Valkey
 
 REDIS_URL_ENV = "REDIS_URL"
 DATABASE_URL_ENV = "DATABASE_URL"
 DATA_DIR_ENV = "ASSAY_DATA_DIR"
+APPENDFSYNC_ENV = "ASSAY_REDIS_APPENDFSYNC"
 
 _LOG: FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -57,11 +60,16 @@ class Services:
         data_dir: Path,
         *,
         keep_running: bool = False,
+        supervise_every_s: float | None = None,
         env: Mapping[str, str] = os.environ,
         log: FilteringBoundLogger = _LOG,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._keep_running = keep_running
+        self._supervise_every_s = supervise_every_s
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
         self._env = env
         self._log = log
         self._in_use: list[tuple[Server, EmbeddedServer]] = []
@@ -75,11 +83,47 @@ class Services:
     def __enter__(self) -> ServiceUrls:
         self._in_use = []
         try:
-            return self._urls()
+            urls = self._urls()
         except BaseException:
             self._stop_started()
             self._signals.restore()
             raise
+        if self._supervise_every_s is not None and self._in_use:
+            self._watching.set()
+            self._watcher = threading.Thread(target=self._supervise, name="assay-services",
+                                             daemon=True)
+            self._watcher.start()
+        return urls
+
+    def _supervise(self) -> None:
+        """While the ``with`` block runs: a crashed embedded server is started again on its
+        port (see `on_remembered_port`), so its clients reconnect by themselves."""
+        assert self._supervise_every_s is not None
+        while self._watching.is_set():
+            time.sleep(self._supervise_every_s)
+            for index, (server, embedded) in enumerate(list(self._in_use)):
+                if not self._watching.is_set() or alive(embedded.pid):
+                    continue
+                self._log.warning("embedded_server_died", server=embedded.name,
+                                  pid=embedded.pid)
+                try:
+                    with locked(self.data_dir / "services.lock"):
+                        running = server.find() or server.start()
+                except ServiceError as exc:  # e.g. old backends still hold its memory
+                    self._log.warning("embedded_server_restart_failed", server=embedded.name,
+                                      error=str(exc))
+                    continue
+                self.restarts += 1
+                self._in_use[index] = (server, EmbeddedServer(
+                    embedded.name, running.pid, running.url, embedded.started))
+                self._log.warning("embedded_server_restarted", server=embedded.name,
+                                  pid=running.pid, port=running.port)
+
+    def _stop_watching(self) -> None:
+        self._watching.clear()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
 
     def __exit__(
         self,
@@ -88,6 +132,7 @@ class Services:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            self._stop_watching()
             if not self._keep_running:
                 self._stop_started()
             elif self._in_use:
@@ -106,7 +151,8 @@ class Services:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             with locked(self.data_dir / "services.lock"):
                 database_url = database_url or self._take_up(Postgres(self.data_dir, self._log))
-                redis_url = redis_url or self._take_up(Valkey(self.data_dir, self._log))
+                redis_url = redis_url or self._take_up(Valkey(
+                    self.data_dir, self._log, self._env.get(APPENDFSYNC_ENV, "everysec")))
         return ServiceUrls(redis_url=redis_url, database_url=database_url)
 
     def _take_up(self, server: Server) -> str:

@@ -30,7 +30,7 @@ from assay.services.common import (
     ServiceError,
     package_dir,
 )
-from assay.services.ports import accepts, on_free_port
+from assay.services.ports import accepts, on_remembered_port
 from assay.services.process import (
     Recorded,
     alive,
@@ -95,7 +95,8 @@ class Postgres(Recorded):
         self._prepare_home()
         initialised = self._ensure_cluster()
         try:
-            running = on_free_port(self._start_on, self._log)
+            running = on_remembered_port(self.home / "port", self.name, self._start_on,
+                                         self._log)
             self._tool(
                 "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(running.port),
                 "-U", "postgres", "-d", "postgres", stdin=_CREATE_DATABASE,

