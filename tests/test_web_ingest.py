@@ -20,6 +20,7 @@ from assay.contracts.messages import Record, WindowEvent
 from assay.runner import Context, make_consumer
 from assay.streams.codec import json_decoder
 from assay.streams.keys import Keys
+from assay.streams.parts import TableParts
 from assay.streams.producer import Producer
 from assay.web.state import Web
 from tests.conftest import OpenContext, write_config
@@ -235,23 +236,24 @@ async def rows_in_silver(pool: asyncpg.Pool, schema: str) -> tuple[list[int], li
     return [r["id"] for r in ids], [r["row"] for r in rows]
 
 
+@pytest.mark.parametrize("after", [2, 5])  # 5: every row was sent, the table-end was not
 async def test_a_final_part_cut_off_midway_is_retried_under_its_key_with_the_same_rows(
         ctx: Context, redis_url: str, redis: aioredis.Redis, keys: Keys, pool: asyncpg.Pool,
-        schema: str) -> None:
+        schema: str, after: int) -> None:
     csv_body = "id,name,qty,weight,unit\n" + "".join(
         f"{i},n{i},{i},2,LB\n" for i in range(1, 451))
     post = {"params": {"final": "true"}, "content": csv_body,
             "headers": {"Content-Type": "text/csv", "Idempotency-Key": "part-1"}}
     async with served(ctx) as (base, web), httpx.AsyncClient(
             base_url=base, headers=bearer(INGEST_EAST)) as http:
-        async with cut_off(web, redis_url, redis, after=2):
+        async with cut_off(web, redis_url, redis, after=after):
             broken = await http.post(URL, **post)  # type: ignore[arg-type]
         assert broken.status_code == 503, broken.text
         assert broken.json() == broken.json() | {
             "error": "send_interrupted", "first_row": 1, "last_row": 450,
             "idempotency_key": "part-1"}
         records, ends = await sent(redis, keys)
-        assert ([r.row for r in records], ends) == (list(range(1, 201)), [])
+        assert ([r.row for r in records], ends) == (list(range(1, min(100 * after, 450) + 1)), [])
         retried = await http.post(URL, **post)  # type: ignore[arg-type]
         assert retried.status_code == 202, retried.text
         assert retried.json() == {"rows": 450, "first_row": 1, "last_row": 450,
@@ -291,3 +293,18 @@ async def test_a_part_without_a_key_that_is_cut_off_names_its_rows_and_a_key_to_
     assert await rows_in_silver(pool, schema) == (list(range(1, 302)), list(range(1, 302)))
     [event] = await window_events(ctx)
     assert (event.status, event.tables) == ("completed", {"item": 301})
+
+
+async def test_a_key_is_held_while_its_request_sends_and_given_back_when_it_fails(
+        redis: aioredis.Redis, keys: Keys) -> None:
+    parts = TableParts(redis, keys)
+    where = ("east", "w1", "item", "k")
+    first = await parts.claim(*where, "digest-a", 3)
+    with pytest.raises(ConnectionError):
+        async with parts.leased(*where, first):
+            assert (await parts.claim(*where, "digest-a", 3)).state == "running"
+            raise ConnectionError("lost")
+    assert (await parts.claim(*where, "digest-b", 3)).state == "mismatch"
+    resumed = await parts.claim(*where, "digest-a", 3)
+    assert (resumed.state, resumed.first, resumed.count) == ("resumed", 1, 3)
+    assert (await parts.claim("east", "w1", "item", "other", "digest-a", 2)).first == 4
