@@ -20,11 +20,15 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An error answer: what was wrong and, for a bad value, the JSON path of the first one
-    (``$[3].qty``: the fourth row's field ``qty``)."""
+    (``$[3].qty``: the fourth row's field ``qty``). An ingest that broke off while sending
+    (503) names the rows it had reserved and the ``idempotency_key`` to retry them with."""
 
     error: str
     detail: str
     path: str | None = None
+    first_row: int | None = None
+    last_row: int | None = None
+    idempotency_key: str | None = None
 
 
 class Replayed(msgspec.Struct, frozen=True):

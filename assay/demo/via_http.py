@@ -93,7 +93,7 @@ async def _post(http: httpx.AsyncClient, url: str, rows: Sequence[object], final
         answer = await http.post(url, content=body, params={"final": str(final).lower()},
                                  headers={"Content-Type": "application/json",
                                           "Idempotency-Key": key})
-        if answer.status_code == 429:
+        if answer.status_code in (409, 429, 503):  # running, backlog, broke off: same key
             await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
             continue
         if answer.status_code != 202:

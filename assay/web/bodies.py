@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import tempfile
 import zlib
@@ -61,17 +62,26 @@ class BodyFormat:
 
 
 class Spooled:
-    """Checked rows of one body, held in a temporary file until they are sent."""
+    """Checked rows of one body, held in a temporary file until they are sent, and a
+    digest of the rows (the same rows give the same digest however the body was split,
+    compressed or chunked on the way)."""
 
     def __init__(self) -> None:
         # closed by close(), after the rows were sent
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=IN_MEMORY_BYTES)
         self.count = 0
+        self._digest = hashlib.sha256()
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()
 
     def add(self, rows: list[Row]) -> None:
         if not rows:
             return
+        for row in rows:
+            self._digest.update(_chunk_out.encode(row))
         data = _chunk_out.encode(rows)
         self.file.write(len(data).to_bytes(4, "big"))
         self.file.write(data)

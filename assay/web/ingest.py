@@ -1,10 +1,11 @@
 """``POST /v1/divisions/{division}/windows/{window}/tables/{table}``: rows into ingest.
 
 The body is read and checked whole (spooled, bounded memory) before anything is sent, so a
-refused request adds nothing to the stream. Then the part's row numbers are reserved, the
-rows go through the same ``Producer`` as ``assay produce``, and ``?final=true`` ends the
-table with the count of every part. A retry with the same ``Idempotency-Key`` gets the
-first answer and sends nothing again.
+refused request adds nothing to the stream. Then the part's row numbers are reserved under
+its ``Idempotency-Key`` (one made up when the client sent none), the rows go through the
+same ``Producer`` as ``assay produce``, and ``?final=true`` ends the table with the count of
+every part. A retry with the key of an answered request gets the first answer and sends
+nothing; with the key of one that broke off, it sends the same rows under the same numbers.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 
 import msgspec
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from assay.contracts.http import Accepted
+from assay.contracts.http import Accepted, Problem
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
-from assay.streams.parts import PENDING
+from assay.streams.consumer import TRANSIENT
+from assay.streams.parts import Claim
 from assay.streams.producer import TableTarget
 from assay.web.answers import json_response, refuse
 from assay.web.auth import require
-from assay.web.bodies import BadBody, BodyFormat, TooLarge, spool
+from assay.web.bodies import BadBody, BodyFormat, Spooled, TooLarge, spool
 from assay.web.state import Web
 
 log = structlog.get_logger("assay.web")
@@ -61,26 +64,17 @@ async def ingest(request: Request) -> Response:
         return refuse(429, "backlog", f"Bronze is {behind} entries behind; retry later",
                       headers={"Retry-After": "1"})
     key = request.headers.get("idempotency-key")
-    if key is not None:
-        earlier = await web.parts.claim(division, window, table, key)
-        if earlier == PENDING:
-            return refuse(409, "in_progress", "a request with this Idempotency-Key is running")
-        if earlier is not None:
-            return json_response(202, earlier, {"Idempotent-Replay": "true"})
     try:
-        answer = await _accept(request, web, TableTarget(division, table, window), fmt, final)
-    except BaseException:
-        if key is not None:
-            await web.parts.release(division, window, table, key)
-        raise
-    if isinstance(answer, Response):
-        if key is not None:
-            await web.parts.release(division, window, table, key)
-        return answer
-    body = msgspec.json.encode(answer)
-    if key is not None:
-        await web.parts.answer(division, window, table, key, body)
-    return json_response(202, body)
+        spooled = await spool(request.stream(), fmt)
+    except BadBody as exc:
+        return refuse(422 if exc.path and exc.path != "$" else 400, "bad_body", exc.detail,
+                      exc.path)
+    except TooLarge as exc:
+        return refuse(413, "body_too_large", str(exc))
+    try:
+        return await _send(web, TableTarget(division, table, window), spooled, key, final)
+    finally:
+        spooled.close()
 
 
 async def _wait_for_room(web: Web, division: str) -> int:
@@ -97,32 +91,70 @@ async def _wait_for_room(web: Web, division: str) -> int:
     return 0
 
 
-async def _accept(request: Request, web: Web, target: TableTarget, fmt: BodyFormat,
-                  final: bool) -> Accepted | Response:
+async def _send(web: Web, target: TableTarget, spooled: Spooled, key: str | None,
+                final: bool) -> Response:
+    """Reserve the body's rows under its key (or resume an earlier reservation), send them,
+    and keep the answer; a lost connection on the way answers 503 with the key to retry."""
+    key = key or f"auto-{uuid.uuid4().hex}"
+    where = (target.division, target.window, target.table, key)
+    fingerprint = f"{spooled.digest}:{'final' if final else 'part'}"
     try:
-        spooled = await spool(request.stream(), fmt)
-    except BadBody as exc:
-        return refuse(422 if exc.path and exc.path != "$" else 400, "bad_body", exc.detail,
-                      exc.path)
-    except TooLarge as exc:
-        return refuse(413, "body_too_large", str(exc))
+        claim = await web.parts.claim(*where, fingerprint, spooled.count)
+    except TRANSIENT as exc:
+        return _interrupted(target, key, None, exc)
+    match claim.state:
+        case "answered":
+            return json_response(202, claim.answer, {"Idempotent-Replay": "true"})
+        case "running":
+            return refuse(409, "in_progress", "a request with this Idempotency-Key is running",
+                          headers={"Retry-After": "1"})
+        case "mismatch":
+            return refuse(422, "idempotency_key_reused",
+                          "this Idempotency-Key was used for another body (or another final)")
     try:
-        count = spooled.count
-        first = await web.parts.reserve(target.division, target.window, target.table, count)
-        await web.producer.send_table(target, spooled.rows(), first_row=first, end=False)
-    finally:
-        spooled.close()
+        async with web.parts.leased(*where, claim):
+            answer = await _send_rows(web, target, spooled, claim, final)
+            body = msgspec.json.encode(answer)
+            await web.parts.answer(*where, body)
+    except TRANSIENT as exc:
+        return _interrupted(target, key, claim, exc)
+    if web.rows_accepted is not None:
+        web.rows_accepted.labels(target.division, target.table).inc(answer.rows)
+    return json_response(202, body)
+
+
+async def _send_rows(web: Web, target: TableTarget, spooled: Spooled, claim: Claim,
+                     final: bool) -> Accepted:
+    first = claim.first
+    await web.producer.send_table(target, spooled.rows(), first_row=first, end=False)
     total = None
     if final:
         total = await web.parts.total(target.division, target.window, target.table)
         await web.producer.end_table(target, total)
-    if web.rows_accepted is not None:
-        web.rows_accepted.labels(target.division, target.table).inc(count)
-    chunk = web.producer.chunk_size
+    count = claim.count
     log.info("http_rows_accepted", division=target.division, table=target.table,
-             window=target.window, rows=count, first_row=first, final=final)
+             window=target.window, rows=count, first_row=first, final=final,
+             resumed=claim.state == "resumed")
     return Accepted(rows=count, first_row=first, last_row=first + count - 1,
-                    entries=-(-count // chunk), final=final, table_rows=total)
+                    entries=-(-count // web.producer.chunk_size), final=final,
+                    table_rows=total)
+
+
+def _interrupted(target: TableTarget, key: str, claim: Claim | None,
+                 exc: BaseException) -> Response:
+    """503 for a request that lost Redis while it reserved or sent its rows: which rows it
+    holds and the key that sends exactly those again."""
+    first, last = (claim.first, claim.first + claim.count - 1) if claim else (None, None)
+    log.warning("http_send_interrupted", division=target.division, table=target.table,
+                window=target.window, first_row=first, last_row=last, error=str(exc))
+    held = f"rows {first}..{last} are reserved for this body and may be partly sent" \
+        if claim else "the body's rows may have been reserved"
+    problem = Problem(
+        error="send_interrupted",
+        detail=f"{held}; retry the same body with Idempotency-Key: {key} to send them under "
+               "the same numbers (another key or none leaves them missing from the table)",
+        first_row=first, last_row=last, idempotency_key=key)
+    return json_response(503, problem, {"Retry-After": "1", "Idempotency-Key": key})
 
 
 def _format(request: Request, web: Web) -> BodyFormat | Response:

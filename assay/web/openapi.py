@@ -62,14 +62,19 @@ def openapi() -> dict[str, Any]:
                     _param("table", "path", "a table the division expects"),
                     _param("final", "query", "the last part: send the table-end", "boolean"),
                     _param("delimiter", "query", "CSV delimiter: , ; | or tab"),
-                    _param("Idempotency-Key", "header", "a retry gets the first answer"),
+                    _param("Idempotency-Key", "header",
+                           "a retry gets the first answer, or resends the same rows under "
+                           "the same numbers when the first broke off"),
                     _param("Content-Encoding", "header", "gzip or nothing")],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": rows_body},
                     "application/x-ndjson": {"schema": {"type": "string"}},
                     "text/csv": {"schema": {"type": "string"}}}},
                 "responses": {"202": _answer("accepted", "Accepted"),
-                              **_problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 431)}}},
+                              **_problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 431),
+                              "503": _answer("Redis lost while sending: `first_row`..`last_row`"
+                                             " and the `idempotency_key` to retry them with",
+                                             "Problem")}}},
             "/v1/windows": {"get": {**read, "summary": "Every window (read scope)",
                                     "parameters": [division],
                                     "responses": {"200": _answer("windows"),
