@@ -16,6 +16,7 @@ import msgspec
 
 from assay import logs
 from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
+from assay.failures import Face
 from assay.settings import Settings
 
 T = TypeVar("T")
@@ -46,7 +47,8 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-@click.group()
+@click.group(cls=Face)
+@click.version_option(package_name="assay", prog_name="assay")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default $ASSAY_LOG_LEVEL).")
 def main(log_level: str | None) -> None:
     """assay: an event-driven medallion pipeline on Redis Streams and PostgreSQL."""
@@ -190,15 +192,15 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
     from assay.demo.run import DemoOptions, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
+    from assay.resources import CONFIG, PROCFILE, resource
     from assay.services import default_data_dir
 
     settings = Settings.from_env()
-    root = Path(__file__).resolve().parent.parent
     options = DemoOptions(
         config_dir=config_dir or (settings.config_dir if settings.config_dir.exists()
-                                  else root / "config"),
+                                  else resource(CONFIG)),
         data_dir=data_dir or DEFAULT_DATA_DIR,
-        procfile=procfile or root / "Procfile",
+        procfile=procfile or resource(PROCFILE),
         log_dir=default_data_dir() / "logs",
         key_prefix=settings.key_prefix,
         as_json=as_json, first=first, last=last, timeout_s=timeout_s,
@@ -210,6 +212,17 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
             click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
                        err=True)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Write a starter config FOLDER to edit: the demo's config, its JSON Schema, a README."""
+    from assay.starter import write_starter
+
+    for path in write_starter(folder):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: assay check {folder}")
 
 
 @main.command()

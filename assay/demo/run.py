@@ -170,10 +170,14 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     started = time.monotonic()
     err.write("assay demo: AdventureWorks, every layer as its own process\n")
     simulator = Simulator(options.data_dir, first=options.first, last=options.last)
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
-    await reset(ctx)
-    await ctx.close()
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
+    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix,
+                             migrate_schema=False)
+    try:
+        await reset(ctx)
+        await ctx.migrate()
+    except BaseException:
+        await ctx.close()
+        raise
     processes = await start_layers(options, redis_url, database_url)
     try:
         records_in = await replay(ctx, simulator, err)
