@@ -488,8 +488,7 @@ class Simulator:
                         "ProductID": line["ProductID"],
                         "UnitPrice": line["UnitPrice"] or None,
                         "LineTotal": line["LineTotal"] or None,
-                        "ModifiedDate": (line["ModifiedDate"] if value is None
-                                         else timestamp(line["ModifiedDate"])),
+                        "ModifiedDate": _as_sent(line["ModifiedDate"]),
                         "CustomerAccount": order.account,
                     })
         shipped = Shipments()
@@ -567,25 +566,34 @@ class Shipments:
         return qty, revenue
 
 
-_WHOLE = re.compile(r"^[0-9]+$")
+def _as_sent(value: str) -> str | None:
+    """A timestamp as the exports send it; text that is none is passed on unchanged."""
+    try:
+        return timestamp(value)
+    except SourceError:
+        return value
+
+
+MAX_ORDER_QTY = 100_000
+"""The largest OrderQty ``config/erp.json`` accepts."""
 
 
 def _counted(line: dict[str, str]) -> tuple[str, int, Decimal] | None:
     """(ModifiedDate, OrderQty, LineTotal) of an order line the pipeline accepts, else None.
 
-    The quantity must be a whole number of at least 1, the line total a number of at least 0
-    and the timestamp readable (``config/erp.json`` validates the same); a line that fails is
-    quarantined by the pipeline, so it counts for no goal.
+    The quantity must read as a whole number from 1 to ``MAX_ORDER_QTY``, the line total as a
+    number of at least 0, the timestamp as one (as ``config/erp.json`` validates them); a line
+    that fails is quarantined by the pipeline, so it counts for no goal.
     """
-    qty, total = line["OrderQty"].strip(), line["LineTotal"].strip()
-    if not _WHOLE.match(qty) or int(qty) < 1:
-        return None
     try:
-        revenue = Decimal(total)
+        qty = Decimal(line["OrderQty"])
+        revenue = Decimal(line["LineTotal"])
         modified = timestamp(line["ModifiedDate"])
     except (ArithmeticError, SourceError):
         return None
-    if not revenue.is_finite() or revenue < 0 or modified is None:
+    if not (qty.is_finite() and revenue.is_finite()) or qty != qty.to_integral_value():
+        return None
+    if not 1 <= qty <= MAX_ORDER_QTY or revenue < 0 or modified is None:
         return None
     return modified, int(qty), revenue
 
