@@ -24,6 +24,7 @@ import structlog
 from assay.db import report
 from assay.demo.simulator import Simulator
 from assay.runner import Context, open_context
+from assay.streams.dead import dead_letters
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
 
@@ -189,9 +190,9 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
-        summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
-                                       divisions, records_in, ctx.plan.config.gold.linkage,
-                                       completed)
+        dead = await dead_letters(ctx.redis, ctx.keys, divisions)
+        summary = await report.summary(ctx.pool, ctx.plan.schema, records_in, dead,
+                                       ctx.plan.config.gold.linkage, completed)
         summary["seconds"] = round(time.monotonic() - started, 1)
     finally:
         await ctx.close()
