@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from assay.demo.simulator import DEFAULT_DATA_DIR, read_table
+
+pytestmark = pytest.mark.once
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST, LAST = "2013-01", "2013-03"
