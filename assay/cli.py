@@ -189,12 +189,19 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
          last: str | None, timeout_s: float, procfile: Path | None, keep_running: bool) -> None:
-    """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
+    """The main job: replay AdventureWorks through every layer and print the Gold KPIs.
+
+    It prints progress, the KPI table and a summary; its own log shows warnings only unless
+    --log-level or ASSAY_LOG_LEVEL asks for more (each layer logs to .assay/logs/LAYER.log).
+    """
     from assay.demo.run import DemoOptions, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
     from assay.resources import CONFIG, PROCFILE, resource
     from assay.services import default_data_dir
 
+    if not click.get_current_context().find_root().params.get("log_level") and not (
+            os.environ.get("ASSAY_LOG_LEVEL")):
+        logs.configure(level="WARNING")
     settings = Settings.from_env()
     options = DemoOptions(
         config_dir=config_dir or (settings.config_dir if settings.config_dir.exists()

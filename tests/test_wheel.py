@@ -104,6 +104,10 @@ def test_the_installed_record_adds_only_the_console_script(venv: Path) -> None:
 
 def demo_kpis(command: list[str | Path], cwd: Path, env: dict[str, str]) -> list[dict[str, Any]]:
     result = run([*command, "demo", "--json", *RANGE], cwd=cwd, env=env)
+    # A quiet run: each log event at most once, and nothing routine (info, debug).
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert len({e["event"] for e in events}) == len(events), result.stderr
+    assert {e["level"] for e in events} <= {"warning", "error"}, result.stderr
     *rows, summary = [json.loads(line) for line in result.stdout.splitlines()]
     assert summary["summary"]["windows_completed"] == 3 * 3
     assert rows
@@ -131,6 +135,7 @@ def test_the_installed_demo_runs_from_an_empty_folder_like_the_checkout(
            "ASSAY_KEY_PREFIX": prefix, "ASSAY_CONFIG": str(config),
            "ASSAY_DATA_DIR": str(tmp_path / "data")}
     env.pop("PYTHONPATH", None)
+    env.pop("ASSAY_LOG_LEVEL", None)
     installed = demo_kpis([venv / "bin" / "assay"], empty, env)
     assert list(empty.iterdir()) == []
     checkout = demo_kpis([sys.executable, "-m", "assay"], ROOT, env)
