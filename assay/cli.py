@@ -43,6 +43,15 @@ def _urls(stack: ExitStack, settings: Settings, keep_running: bool) -> tuple[str
     return urls.redis_url, urls.database_url
 
 
+def _window(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    """A sync window option: 'YYYY-MM'."""
+    from assay.demo.simulator import WINDOW_RE
+
+    if value is not None and not WINDOW_RE.match(value):
+        raise click.BadParameter(f"a window is 'YYYY-MM', not {value!r}")
+    return value
+
+
 def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -179,8 +188,8 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="A folder with AdventureWorks files of the same names.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout, logs on stderr.")
-@click.option("--first", default=None, help="First window to replay (YYYY-MM).")
-@click.option("--last", default=None, help="Last window to replay (YYYY-MM).")
+@click.option("--first", default=None, callback=_window, help="First window to replay (YYYY-MM).")
+@click.option("--last", default=None, callback=_window, help="Last window to replay (YYYY-MM).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds to wait for every window to complete.")
 @click.option("--procfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -124,3 +124,10 @@ def test_debug_adds_the_traceback(tmp_path: Path, config: Path, urls: dict[str, 
                    **{**urls, "ASSAY_LOG_LEVEL": "DEBUG"})
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "SourceError" in result.stderr
+
+
+def test_a_bad_window_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = assay("demo", "--first", "2012-13")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Invalid value for '--first': a window is 'YYYY-MM', not '2012-13'" in result.stderr
