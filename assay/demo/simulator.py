@@ -41,6 +41,16 @@ Rules
   data, customers first seen earlier, earlier years' goals) is sent in ``first``; orders and their
   lines outside the range are not sent.
 
+Malformed sources
+-----------------
+- A value the routing needs (a timestamp, an id, a reference to another file) that cannot be read
+  stops the simulator with a ``SourceError`` naming the file and line.
+- An order line is sent on as it is, whatever its values: a line the pipeline's validation will
+  quarantine (OrderQty not a whole number from 1 to 100,000, LineTotal not a number >= 0,
+  ModifiedDate not a timestamp) counts for no goal. Of several versions of one
+  SalesOrderDetailID (a repeated line, a stale older version), the goal rule counts the one
+  Silver keeps: the newest ModifiedDate, the later line on a tie.
+
 Values are text, as in a CSV export: None for an empty field, integers and money with the file's
 digits, timestamps as 'YYYY-MM-DD HH:MM:SS' with fractional seconds dropped. The published
 SalesOrderDetail holds ModifiedDate in UTC ('2011-05-31T05:00:00.0000000Z'); it is sent as that
