@@ -17,7 +17,7 @@ import msgspec
 from assay import logs
 from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
 from assay.failures import Face
-from assay.settings import Settings
+from assay.settings import Settings, Unreachable
 
 T = TypeVar("T")
 
@@ -299,8 +299,12 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
         async def go() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+            try:
+                conn = await asyncpg.connect(database_url)
+            except (OSError, asyncpg.PostgresConnectionError) as exc:
+                raise Unreachable(f"cannot reach PostgreSQL at {logs.redact(database_url)}:"
+                                  f" {exc}") from exc
             client = aioredis.from_url(redis_url)
-            conn = await asyncpg.connect(database_url)
             store = WindowStore(client, Keys(settings.key_prefix))
             try:
                 return ([{"division": d, **w} for d in config.divisions

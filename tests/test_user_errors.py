@@ -89,6 +89,15 @@ def test_a_short_row_names_the_file_and_line(tmp_path: Path, config: Path,
     assert line == (f"error: {data / 'SalesOrderDetail.csv'}: line 5: 5 fields, expected 11")
 
 
+def test_a_file_that_is_not_gzip_is_named(tmp_path: Path, config: Path,
+                                          urls: dict[str, str]) -> None:
+    data = write_tiny(tmp_path / "aw")
+    (data / "SalesTerritory.csv").unlink()
+    (data / "SalesTerritory.csv.gz").write_bytes(b"not gzip at all")
+    line = one_error(assay("demo", "--config", config, "--data", data, **urls))
+    assert line.startswith(f"error: {data / 'SalesTerritory.csv.gz'}: unreadable: ")
+
+
 def test_unreachable_redis_is_named_without_its_password(config: Path) -> None:
     line = one_error(assay("migrate", "--config", config,
                            REDIS_URL=f"redis://:s3cret@{CLOSED}/0",

@@ -261,7 +261,8 @@ class SourceFile:
 
     def error(self, message: str) -> SourceError:
         """A SourceError naming this file and the line being read."""
-        error = SourceError(f"{self.path}: line {self.line}: {message}")
+        where = f"{self.path}: line {self.line}" if self.line else str(self.path)
+        error = SourceError(f"{where}: {message}")
         error.located = True
         return error
 
