@@ -102,6 +102,11 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
         await client.aclose()
         raise Unreachable(f"cannot reach PostgreSQL at {redact(database_url)}:"
                           f" {type(exc).__name__}: {exc}") from exc
+    except (asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError) as exc:
+        await client.aclose()
+        raise Unreachable(f"PostgreSQL at {redact(database_url)} refused the connection:"
+                          f" {exc}") from exc
     except BaseException:
         await client.aclose()
         raise

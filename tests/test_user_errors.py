@@ -116,6 +116,18 @@ def test_unreachable_postgres_is_named_without_its_password(config: Path,
     assert "s3cret" not in result.stderr
 
 
+def test_an_unknown_postgres_role_is_named_without_its_password(config: Path,
+                                                                  redis_url: str,
+                                                                  database_url: str) -> None:
+    host = database_url.split("@", 1)[1]
+    result = assay("migrate", "--config", config, REDIS_URL=redis_url,
+                   DATABASE_URL=f"postgresql://nobody_{config.parent.name[-8:]}:s3cret@{host}")
+    line = one_error(result)
+    assert line.startswith("error: PostgreSQL at postgresql://nobody_")
+    assert ":***@" in line and "refused the connection" in line
+    assert "s3cret" not in result.stderr
+
+
 def test_a_config_error_names_file_and_path(tmp_path: Path, config: Path,
                                             urls: dict[str, str]) -> None:
     erp = json.loads((config / "erp.json").read_text())
