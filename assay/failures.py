@@ -19,7 +19,7 @@ import redis.exceptions
 from assay.contracts.config import ConfigError
 from assay.demo.simulator import SourceError
 from assay.logs import redact
-from assay.settings import Unreachable
+from assay.settings import Settings, Unreachable
 
 USER_ERRORS = (ConfigError, SourceError, Unreachable, redis.exceptions.ConnectionError, OSError)
 """What a user fixes outside the code; anything else is a bug and keeps its traceback."""
@@ -30,7 +30,7 @@ def lines(exc: BaseException) -> list[str]:
     if isinstance(exc, ConfigError):
         return [f"error: {problem}" for problem in exc.problems]
     if isinstance(exc, redis.exceptions.ConnectionError) and not isinstance(exc, Unreachable):
-        url = os.environ.get("REDIS_URL", "")
+        url = Settings.from_env().redis_url
         return [f"error: cannot reach Redis{f' at {redact(url)}' if url else ''}: {exc}"]
     return [redact(f"error: {' '.join(str(exc).split()) or type(exc).__name__}")]
 
