@@ -32,6 +32,10 @@ def lines(exc: BaseException) -> list[str]:
     if isinstance(exc, redis.exceptions.ConnectionError) and not isinstance(exc, Unreachable):
         url = Settings.from_env().redis_url
         return [f"error: cannot reach Redis{f' at {redact(url)}' if url else ''}: {exc}"]
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        hint = (" (the config folder: --config DIR or ASSAY_CONFIG; `assay init DIR` writes one)"
+                if str(exc.filename) == str(Settings.from_env().config_dir) else "")
+        return [f"error: {exc.filename}: no such file or folder{hint}"]
     return [redact(f"error: {' '.join(str(exc).split()) or type(exc).__name__}")]
 
 

@@ -139,6 +139,14 @@ def test_a_config_error_names_file_and_path(tmp_path: Path, config: Path,
         assert line.endswith("at `$.tables.erp_order.formulas.ship_year.part`")
 
 
+def test_a_missing_config_folder_says_how_to_get_one(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "assay", "check"], capture_output=True,
+                            text=True, cwd=tmp_path, check=False, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k != "ASSAY_CONFIG"})
+    assert one_error(result) == ("error: config: no such file or folder (the config folder:"
+                                 " --config DIR or ASSAY_CONFIG; `assay init DIR` writes one)")
+
+
 def test_debug_adds_the_traceback(tmp_path: Path, config: Path, urls: dict[str, str]) -> None:
     (tmp_path / "empty").mkdir()
     result = assay("demo", "--config", config, "--data", tmp_path / "empty",
