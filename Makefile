@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz bench chaos lint check clean
+.PHONY: demo test fuzz bench chaos lint check dist clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,8 @@ lint: $(STAMP)
 check: $(STAMP)
 	$(BIN)/assay check config
 
+dist: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) .assay
+	rm -rf $(VENV) .assay dist

@@ -18,7 +18,8 @@ import msgspec
 
 from assay import logs
 from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
-from assay.settings import Settings
+from assay.failures import Face
+from assay.settings import Settings, Unreachable
 
 T = TypeVar("T")
 
@@ -51,6 +52,15 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _window(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    """A sync window option: 'YYYY-MM'."""
+    from assay.demo.simulator import WINDOW_RE
+
+    if value is not None and not WINDOW_RE.match(value):
+        raise click.BadParameter(f"a window is 'YYYY-MM', not {value!r}")
+    return value
+
+
 def _run(coro: Awaitable[T]) -> T:
     """Run a command's coroutine; a bad config or a schema the config cannot be applied to
     ends it with one line per problem and exit 1, never a traceback."""
@@ -69,7 +79,8 @@ def _run(coro: Awaitable[T]) -> T:
     sys.exit(1)
 
 
-@click.group()
+@click.group(cls=Face)
+@click.version_option(package_name="assay", prog_name="assay")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default $ASSAY_LOG_LEVEL).")
 def main(log_level: str | None) -> None:
     """assay: an event-driven medallion pipeline on Redis Streams and PostgreSQL."""
@@ -305,8 +316,8 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="A folder with AdventureWorks files of the same names.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout, logs on stderr.")
-@click.option("--first", default=None, help="First window to replay (YYYY-MM).")
-@click.option("--last", default=None, help="Last window to replay (YYYY-MM).")
+@click.option("--first", default=None, callback=_window, help="First window to replay (YYYY-MM).")
+@click.option("--last", default=None, callback=_window, help="Last window to replay (YYYY-MM).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds to wait for every window to complete.")
 @click.option("--procfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -318,18 +329,25 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
          last: str | None, timeout_s: float, procfile: Path | None, via: str,
          keep_running: bool) -> None:
-    """The main job: replay AdventureWorks through every layer and print the Gold KPIs."""
+    """The main job: replay AdventureWorks through every layer and print the Gold KPIs.
+
+    It prints progress, the KPI table and a summary; its own log shows warnings only unless
+    --log-level or ASSAY_LOG_LEVEL asks for more (each layer logs to .assay/logs/LAYER.log).
+    """
     from assay.demo.run import DemoOptions, ProcfileError, procfile_lines, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
+    from assay.resources import CONFIG, PROCFILE, resource
     from assay.services import default_data_dir
 
+    if not click.get_current_context().find_root().params.get("log_level") and not (
+            os.environ.get("ASSAY_LOG_LEVEL")):
+        logs.configure(level="WARNING")
     settings = Settings.from_env()
-    root = Path(__file__).resolve().parent.parent
     options = DemoOptions(
         config_dir=config_dir or (settings.config_dir if settings.config_dir.exists()
-                                  else root / "config"),
+                                  else resource(CONFIG)),
         data_dir=data_dir or DEFAULT_DATA_DIR,
-        procfile=procfile or root / "Procfile",
+        procfile=procfile or resource(PROCFILE),
         log_dir=default_data_dir() / "logs",
         key_prefix=settings.key_prefix,
         as_json=as_json, first=first, last=last, timeout_s=timeout_s, via=via,
@@ -347,6 +365,17 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
             click.echo(f"left running: REDIS_URL={redis_url} DATABASE_URL={database_url}",
                        err=True)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Write a starter config FOLDER to edit: the demo's config, its JSON Schema, a README."""
+    from assay.starter import write_starter
+
+    for path in write_starter(folder):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: assay check {folder}")
 
 
 @main.command()
@@ -406,8 +435,12 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
         async def go() -> list[dict[str, Any]]:
+            try:
+                conn = await asyncpg.connect(database_url)
+            except (OSError, asyncpg.PostgresConnectionError) as exc:
+                raise Unreachable(f"cannot reach PostgreSQL at {logs.redact(database_url)}:"
+                                  f" {exc}") from exc
             client = aioredis.from_url(redis_url)
-            conn = await asyncpg.connect(database_url)
             try:
                 return await read_windows(client, conn, Keys(settings.key_prefix), config,
                                           list(config.divisions), time.time())

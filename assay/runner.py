@@ -18,6 +18,7 @@ from assay.contracts.config import load_config
 from assay.db import pool as db_pool
 from assay.db.pool import TRANSIENT_PG
 from assay.db.schema import MigrationError, migrate
+from assay.logs import redact
 from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.monitor import serve
 from assay.ops.notify import environment_name
@@ -29,6 +30,7 @@ from assay.processors.gold import GoldProcessor
 from assay.processors.plan import Plan, build_plan
 from assay.processors.silver import SilverProcessor
 from assay.reloading import ReloadingProcessor
+from assay.settings import Settings, Unreachable
 from assay.streams import keys as channels
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
@@ -68,6 +70,18 @@ class Context:
         with contextlib.suppress(*TRANSIENT):
             await self.redis.aclose()
 
+    async def migrate(self) -> None:
+        """Apply the additive schema changes the config needs; one log line when anything
+        changed. A change that could lose data raises ``MigrationError``, changing nothing."""
+        async with self.pool.acquire() as conn:
+            done = await migrate(conn, self.plan.schema, self.plan.shapes(),
+                                 self.plan.gold.views)
+        if done.pending or done.views:
+            log.info("schema_migrated", schema=self.plan.schema, changes=len(done.pending),
+                     views=len(done.views))
+            log.debug("schema_changes", changes=[c.line() for c in done.pending],
+                      views=done.views)
+
 
 def runtime_settings(plan: Plan) -> RuntimeSettings:
     p = plan.config.pipeline
@@ -77,38 +91,53 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,
-                       key_prefix: str = "assay", *, migrate_schema: bool = True) -> Context:
+                       key_prefix: str = "assay", *, migrate_schema: bool = True,
+                       attempts: int | None = None) -> Context:
     """Load and compile the config, connect, warn about a Redis that keeps nothing, and
     (unless ``migrate_schema`` is false) apply the additive schema changes the config
-    needs; a change that could lose data raises ``MigrationError`` and changes nothing."""
+    needs; a change that could lose data raises ``MigrationError`` and changes nothing.
+
+    ``attempts`` (default ``ASSAY_CONNECT_ATTEMPTS``, 30) bounds the retries while a server is
+    unreachable; then ``Unreachable`` names it.
+    """
     plan = build_plan(load_config(config_dir))
+    tries = attempts or Settings.from_env().connect_attempts
     client = aioredis.from_url(redis_url, health_check_interval=30,
                                client_name=f"assay-{key_prefix}")
-    await warn_without_persistence(client)
+    try:
+        await warn_without_persistence(client, tries)
+    except TRANSIENT as exc:
+        await client.aclose()
+        raise Unreachable(f"cannot reach Redis at {redact(redis_url)}: {exc}") from exc
     application_name = f"assay:{key_prefix}"
     try:
-        pool = await db_pool.connect(database_url, application_name=application_name)
+        pool = await db_pool.connect(database_url, application_name=application_name,
+                                     attempts=tries)
+    except db_pool.TRANSIENT_PG as exc:
+        await client.aclose()
+        raise Unreachable(f"cannot reach PostgreSQL at {redact(database_url)}:"
+                          f" {type(exc).__name__}: {exc}") from exc
+    except (asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError) as exc:
+        await client.aclose()
+        raise Unreachable(f"PostgreSQL at {redact(database_url)} refused the connection:"
+                          f" {exc}") from exc
     except BaseException:
         await client.aclose()
         raise
-    try:
-        if migrate_schema:
-            async with pool.acquire() as conn:
-                done = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
-            if done.pending or done.views:
-                log.info("schema_migrated", changes=[c.line() for c in done.pending],
-                         views=done.views)
-    except MigrationError as exc:
-        log.error("schema_mismatch", refused=[c.line() for c in exc.refused],
-                  run="assay migrate --dry-run")
-        await pool.close()
-        await client.aclose()
-        raise
-    except BaseException:
-        await pool.close()
-        await client.aclose()
-        raise
-    return Context(plan, client, pool, Keys(key_prefix), application_name)
+    ctx = Context(plan, client, pool, Keys(key_prefix), application_name)
+    if migrate_schema:
+        try:
+            await ctx.migrate()
+        except MigrationError as exc:
+            log.error("schema_mismatch", refused=[c.line() for c in exc.refused],
+                      run="assay migrate --dry-run")
+            await ctx.close()
+            raise
+        except BaseException:
+            await ctx.close()
+            raise
+    return ctx
 
 
 async def warn_without_persistence(client: aioredis.Redis, attempts: int | None = None

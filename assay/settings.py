@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class Unreachable(ConnectionError):
+    """A server did not answer within the connection attempts; the message names its URL
+    without the password."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the servers are and how this process names things.
@@ -21,6 +26,8 @@ class Settings:
     key_prefix: str = "assay"
     environment: str | None = None
     config_dir: Path = Path("config")
+    connect_attempts: int = 30
+    """Tries (capped backoff, about two minutes for 30) before an unreachable server is an error."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -30,4 +37,5 @@ class Settings:
             key_prefix=env.get("ASSAY_KEY_PREFIX", "assay"),
             environment=env.get("ASSAY_ENV") or None,
             config_dir=Path(env.get("ASSAY_CONFIG", "config")),
+            connect_attempts=max(1, int(env.get("ASSAY_CONNECT_ATTEMPTS") or 30)),
         )

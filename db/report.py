@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from assay.contracts.gold import Linkage
 from assay.db.ident import qualified, quote
-from assay.streams import keys as channels
-from assay.streams.keys import Keys
 
 
 async def kpi_rows(pool: asyncpg.Pool, schema: str, kpi: str, names: dict[str, str]
@@ -38,15 +35,12 @@ async def kpi_rows(pool: asyncpg.Pool, schema: str, kpi: str, names: dict[str, s
     return result
 
 
-async def summary(pool: asyncpg.Pool, client: aioredis.Redis, keys: Keys, schema: str,
-                  divisions: list[str], records_in: int, linkage: Linkage | None,
-                  windows_completed: int) -> dict[str, Any]:
-    """Where every record went, linkage counts and completed windows."""
+async def summary(pool: asyncpg.Pool, schema: str, records_in: int, dead_lettered: int,
+                  linkage: Linkage | None, windows_completed: int) -> dict[str, Any]:
+    """Where every record went, linkage counts and completed windows; the dead letters
+    (counted in Redis: ``assay.streams.dead.dead_letters``) are passed in."""
     outcomes = dict(await pool.fetch(
         f"SELECT outcome, count(*) FROM {qualified(schema, '_rows')} GROUP BY outcome"))
-    dead = 0
-    for division in divisions:
-        dead += int(await client.xlen(keys.stream(division, channels.DEAD)))
     linked = unmatched = 0
     if linkage is not None:
         link = quote(linkage.link_column)
@@ -61,7 +55,7 @@ async def summary(pool: asyncpg.Pool, client: aioredis.Redis, keys: Keys, schema
         "records_in": records_in,
         "records_landed": int(outcomes.get("applied", 0)),
         "records_quarantined": int(outcomes.get("quarantined", 0)),
-        "records_dead_lettered": dead,
+        "records_dead_lettered": dead_lettered,
         "accounts_linked": int(linked),
         "accounts_unmatched": int(unmatched),
         "windows_completed": windows_completed,

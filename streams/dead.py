@@ -1,4 +1,5 @@
-"""Reading a division's dead letters back, for operators (``assay dead``)."""
+"""Reading a division's dead letters back: for operators (``assay dead``, the HTTP API) and
+the demo's count (the Redis half of its report; the SQL half is in db/)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ async def dead_letters(client: aioredis.Redis, keys: Keys, division: str,
             shown.append({"id": entry_id.decode(), "not_a_dead_letter": reason,
                           "fields": msgspec.to_builtins(list(fields.items()))})
     return shown
+
+
+async def dead_letter_count(client: aioredis.Redis, keys: Keys, divisions: list[str]) -> int:
+    """How many entries the dead-letter streams of these divisions hold."""
+    total = 0
+    for division in divisions:
+        total += int(await client.xlen(keys.stream(division, channels.DEAD)))
+    return total

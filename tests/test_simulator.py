@@ -336,3 +336,26 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 def test_a_bad_window_is_refused() -> None:
     with pytest.raises(ValueError, match="YYYY-MM"):
         Simulator(DEFAULT_DATA_DIR, first="2012-13")
+
+
+def test_malformed_and_repeated_lines_are_sent_on_and_left_out_of_goals(tmp_path: Path) -> None:
+    clean = Simulator(write_tiny(tmp_path / "clean"))
+    data = write_tiny(tmp_path / "perturbed")
+    with (data / "SalesOrderDetail.csv").open("a", newline="") as f:
+        f.write("1001,1,T-1,2,10,1,100.00,0.00,200.00,ab,2011-01-15T06:00:00.0000000Z\r\n"
+                "1001,2,T-1,30,11,1,10.00,0.00,300.00,cd,2010-01-15T06:00:00.0000000Z\r\n"
+                "1002,8,,many,11,1,10.00,0.00,50.00,ef,2011-03-02T06:00:00.0000000Z\r\n"
+                "1003,9,,2.5,10,1,100.00,0.00,100.00,gh,2012-02-10T06:00:00.0000000Z\r\n")
+    perturbed = Simulator(data)
+
+    def goals(sim: Simulator) -> list[dict]:
+        return [row for e in sim.exports() if e.table == "sales_goal" for row in e.rows]
+
+    def lines(sim: Simulator) -> list[tuple[str, str, object]]:
+        return [(e.window, str(row["SalesOrderDetailID"]), row["OrderQty"])
+                for e in sim.exports() if e.table == "erp_order_line" for row in e.rows]
+
+    assert goals(perturbed) == goals(clean)
+    assert lines(perturbed) == [*lines(clean)[:2], ("2011-01", "1", "2"), ("2011-01", "2", "30"),
+                                lines(clean)[2], ("2011-03", "8", "many"), lines(clean)[3],
+                                ("2012-02", "9", "2.5")]

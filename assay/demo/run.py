@@ -29,6 +29,7 @@ from assay.demo.simulator import Simulator
 from assay.demo.via_http import HttpSide, replay_http, start_serve
 from assay.runner import LAYERS, Context, open_context
 from assay.streams.consumer import TRANSIENT
+from assay.streams.dead import dead_letter_count
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
 from assay.supervise import Slot, Supervisor
@@ -106,13 +107,17 @@ async def reset(ctx: Context) -> None:
 
 
 def layer_slots(options: DemoOptions, redis_url: str, database_url: str) -> list[Slot]:
-    """One supervised slot per Procfile line; a layer's consumer is named after its slot,
-    so a restarted process takes its own pending entries back at once."""
+    """One supervised slot per layer line of the Procfile; a layer's consumer is named after
+    its slot, so a restarted process takes its own pending entries back at once. An
+    ``assay serve`` line is not started: the demo has no use for a server on a fixed port
+    (``--via http`` starts its own on a free one)."""
     options.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"}
     slots = []
     for line in procfile_lines(options.procfile):
+        if line.layer is None:
+            continue
         args = list(line.args)
         if "--config" not in args:
             args += ["--config", str(options.config_dir)]
@@ -250,10 +255,13 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     err.write("assay demo: AdventureWorks, every layer as its own process\n")
     simulator = Simulator(options.data_dir, first=options.first, last=options.last)
     ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix,
-                             migrate_schema=False)  # reset first: whatever was there goes
-    await reset(ctx)
-    await ctx.close()
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
+                             migrate_schema=False)
+    try:  # reset first, whatever another config left there, then migrate once
+        await reset(ctx)
+        await ctx.migrate()
+    except BaseException:
+        await ctx.close()
+        raise
     supervisor = Supervisor(layer_slots(options, redis_url, database_url))
     await supervisor.start()
     deadline = time.monotonic() + options.timeout_s
@@ -273,14 +281,15 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
             partial(resend, ctx, simulator, deadline=deadline))
     except BaseException:
         await _stop(supervisor, side)
+        await ctx.close()
         raise
     codes = [] if linger else await _stop(supervisor, side)
     try:
         names = {d: c.name for d, c in ctx.plan.config.divisions.items()}
         rows = await report.kpi_rows(ctx.pool, ctx.plan.schema, "shipped_vs_goal", names)
-        summary = await report.summary(ctx.pool, ctx.redis, ctx.keys, ctx.plan.schema,
-                                       divisions, records_in, ctx.plan.config.gold.linkage,
-                                       waiting.completed)
+        dead = await dead_letter_count(ctx.redis, ctx.keys, divisions)
+        summary = await report.summary(ctx.pool, ctx.plan.schema, records_in, dead,
+                                       ctx.plan.config.gold.linkage, waiting.completed)
         if http_rows is not None:
             summary["http_rows"] = http_rows
         summary["seconds"] = round(time.monotonic() - started, 1)

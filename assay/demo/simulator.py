@@ -41,6 +41,16 @@ Rules
   data, customers first seen earlier, earlier years' goals) is sent in ``first``; orders and their
   lines outside the range are not sent.
 
+Malformed sources
+-----------------
+- A value the routing needs (a timestamp, an id, a reference to another file) that cannot be read
+  stops the simulator with a ``SourceError`` naming the file and line.
+- An order line is sent on as it is, whatever its values: a line the pipeline's validation will
+  quarantine (OrderQty not a whole number from 1 to 100,000, LineTotal not a number >= 0,
+  ModifiedDate not a timestamp) counts for no goal. Of several versions of one
+  SalesOrderDetailID (a repeated line, a stale older version), the goal rule counts the one
+  Silver keeps: the newest ModifiedDate, the later line on a tie.
+
 Values are text, as in a CSV export: None for an empty field, integers and money with the file's
 digits, timestamps as 'YYYY-MM-DD HH:MM:SS' with fractional seconds dropped. The published
 SalesOrderDetail holds ModifiedDate in UTC ('2011-05-31T05:00:00.0000000Z'); it is sent as that
@@ -79,11 +89,12 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from assay.contracts.messages import Scalar
+from assay.resources import ADVENTUREWORKS, resource
 
 Row = dict[str, Scalar]
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "adventureworks"
-"""The AdventureWorks files shipped with the project."""
+DEFAULT_DATA_DIR = resource(ADVENTUREWORKS)
+"""The AdventureWorks files shipped with the project (in the package: ``assay.resources``)."""
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "erp_product_category": ("ProductCategoryID", "Name", "ModifiedDate"),
@@ -146,6 +157,9 @@ WINDOW_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 class SourceError(ValueError):
     """A source file is missing or not in the expected format; the message names it."""
+
+    located = False
+    """True once the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -222,25 +236,65 @@ def source_path(data_dir: Path, name: str) -> Path:
     raise SourceError(f"{data_dir}: neither {name}.csv.gz nor {name}.csv found")
 
 
-def read_table(data_dir: Path, name: str) -> Iterator[dict[str, str]]:
-    """The rows of one AdventureWorks file as dicts of text, whatever the file's layout."""
-    path = source_path(data_dir, name)
-    if name == "Person":
-        rows: Iterator[list[str]] = _microsoft_rows(path)
-    else:
-        rows = _csv_rows(path, "," if name == "SalesOrderDetail" else "\t")
-    wanted = HEADER_COLUMNS.get(name)
-    if wanted is None:
-        names = COLUMNS[name]
-    else:
-        names = tuple(h.strip().lstrip("\ufeff") for h in next(rows, []))
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise SourceError(f"{path}: header lacks {missing}")
-    for line, values in enumerate(rows, start=1 if wanted is None else 2):
-        if len(values) != len(names):
-            raise SourceError(f"{path}: row {line}: {len(values)} fields, expected {len(names)}")
-        yield dict(zip(names, values, strict=True))
+class SourceFile:
+    """One AdventureWorks file, row by row as dicts of text, whatever the file's layout.
+
+    Iterate it inside ``with``: a value that cannot be read (a bad timestamp, number or
+    reference) raised while a row is handled becomes a ``SourceError`` naming the file and line.
+    """
+
+    def __init__(self, data_dir: Path, name: str) -> None:
+        self.name = name
+        self.path = source_path(data_dir, name)
+        self.line = 0
+
+    def __enter__(self) -> SourceFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if isinstance(exc, SourceError) and exc.located:
+            return
+        if isinstance(exc, (ValueError, ArithmeticError, LookupError)):
+            raise self.error(f"{exc}" if isinstance(exc, SourceError)
+                             else f"{type(exc).__name__}: {exc}") from exc
+
+    def error(self, message: str) -> SourceError:
+        """A SourceError naming this file and the line being read."""
+        where = f"{self.path}: line {self.line}" if self.line else str(self.path)
+        error = SourceError(f"{where}: {message}")
+        error.located = True
+        return error
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        if self.name == "Person":
+            rows: Iterator[tuple[int, list[str]]] = _microsoft_rows(self.path)
+        else:
+            rows = _csv_rows(self.path, "," if self.name == "SalesOrderDetail" else "\t")
+        try:
+            yield from self._dicts(rows)
+        except (UnicodeDecodeError, EOFError, OSError, csv.Error) as exc:
+            raise self.error(f"unreadable: {exc}") from exc
+
+    def _dicts(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[dict[str, str]]:
+        wanted = HEADER_COLUMNS.get(self.name)
+        if wanted is None:
+            names = COLUMNS[self.name]
+        else:
+            self.line, header = next(rows, (1, []))
+            names = tuple(h.strip().lstrip("\ufeff") for h in header)
+            missing = [c for c in wanted if c not in names]
+            if missing:
+                raise self.error(f"header lacks {missing}")
+        for self.line, values in rows:
+            if len(values) != len(names):
+                raise self.error(f"{len(values)} fields, expected {len(names)}")
+            yield dict(zip(names, values, strict=True))
+
+
+def read_table(data_dir: Path, name: str) -> SourceFile:
+    """The rows of one AdventureWorks file (see ``SourceFile``)."""
+    return SourceFile(data_dir, name)
 
 
 def _open(path: Path, encoding: str) -> IO[str]:
@@ -249,21 +303,29 @@ def _open(path: Path, encoding: str) -> IO[str]:
     return path.open(encoding=encoding, newline="")
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[list[str]]:
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the row ends, fields) of each row."""
     with _open(path, "utf-8") as f:
-        yield from csv.reader(f, delimiter=delimiter)
+        reader = csv.reader(f, delimiter=delimiter)
+        for values in reader:
+            yield reader.line_num, values
 
 
-def _microsoft_rows(path: Path, chunk: int = 1 << 20) -> Iterator[list[str]]:
-    """Microsoft's raw export: UTF-16 with BOM, fields split by ``+|``, rows ended by ``&|CRLF``."""
+def _microsoft_rows(path: Path, chunk: int = 1 << 20) -> Iterator[tuple[int, list[str]]]:
+    """Microsoft's raw export: UTF-16 with BOM, fields split by ``+|``, rows ended by ``&|CRLF``.
+
+    Rows are numbered from 1 (the header), as the lines they are in that format.
+    """
+    number = 0
     with _open(path, "utf-16") as f:
         rest = ""
         while text := f.read(chunk):
             *records, rest = (rest + text).split("&|\r\n")
             for record in records:
-                yield record.split("+|")
+                number += 1
+                yield number, record.split("+|")
         if rest.strip():
-            yield rest.split("+|")
+            yield number + 1, rest.split("+|")
 
 
 def _months(first: str, last: str) -> list[str]:
@@ -320,7 +382,8 @@ class Simulator:
         self._plan = Plan()
         territories = _territories(data_dir)
         self.divisions: dict[str, str] = {t.division: t.group for t in territories.values()}
-        accounts = {c["CustomerID"]: c["AccountNumber"] for c in read_table(data_dir, "Customer")}
+        with read_table(data_dir, "Customer") as source:
+            accounts = {c["CustomerID"]: c["AccountNumber"] for c in source}
         orders = self._send_orders(data_dir, territories, accounts)
         if not orders:
             raise SourceError(f"{data_dir}: SalesOrderHeader holds no orders")
@@ -366,62 +429,82 @@ class Simulator:
     def _send_orders(self, data_dir: Path, territories: dict[str, Territory],
                      accounts: dict[str, str]) -> dict[str, Order]:
         """Route each order to its month and division; return every order's routing."""
-        orders = {}
-        for h in read_table(data_dir, "SalesOrderHeader"):
-            territory = territories.get(h["TerritoryID"])
-            if territory is None:
-                raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: unknown TerritoryID"
-                                  f" {h['TerritoryID']!r}")
-            if not h["OrderDate"]:
-                raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: no OrderDate")
-            account = accounts.get(h["CustomerID"])
-            if account is None:
-                raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: unknown CustomerID"
-                                  f" {h['CustomerID']!r}")
-            order = Order(customer=h["CustomerID"], window=h["OrderDate"][:7],
-                          division=territory.division,
-                          ship_year=int(h["ShipDate"][:4]) if h["ShipDate"] else None,
-                          account=account)
-            orders[h["SalesOrderID"]] = order
-            if self._in_range(order.window):
-                row = _erp_order(h)
-                row["CustomerAccount"] = account
-                self._plan.add(order.window, order.division, "erp_order", row)
-                self._plan.add(order.window, order.division, "erp_invoice", {
-                    "InvoiceID": f"INV-{h['SalesOrderID']}",
-                    "SalesOrderID": h["SalesOrderID"],
-                    "CustomerAccount": account,
-                    "InvoiceDate": row["ShipDate"],
-                    "Amount": h["TotalDue"] or None,
-                    "ModifiedDate": row["ModifiedDate"],
-                })
+        orders: dict[str, Order] = {}
+        with read_table(data_dir, "SalesOrderHeader") as source:
+            for h in source:
+                self._send_order(h, territories, accounts, orders)
         return orders
+
+    def _send_order(self, h: dict[str, str], territories: dict[str, Territory],
+                    accounts: dict[str, str], orders: dict[str, Order]) -> None:
+        """Route one order header (and its invoice) to its month and division."""
+        territory = territories.get(h["TerritoryID"])
+        if territory is None:
+            raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: unknown TerritoryID"
+                              f" {h['TerritoryID']!r}")
+        ordered, shipped = timestamp(h["OrderDate"]), timestamp(h["ShipDate"])
+        if ordered is None:
+            raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: no OrderDate")
+        account = accounts.get(h["CustomerID"])
+        if account is None:
+            raise SourceError(f"SalesOrderHeader {h['SalesOrderID']}: unknown CustomerID"
+                              f" {h['CustomerID']!r}")
+        order = Order(customer=h["CustomerID"], window=ordered[:7],
+                      division=territory.division,
+                      ship_year=int(shipped[:4]) if shipped else None,
+                      account=account)
+        orders[h["SalesOrderID"]] = order
+        if self._in_range(order.window):
+            row = _erp_order(h)
+            row["CustomerAccount"] = account
+            self._plan.add(order.window, order.division, "erp_order", row)
+            self._plan.add(order.window, order.division, "erp_invoice", {
+                "InvoiceID": f"INV-{h['SalesOrderID']}",
+                "SalesOrderID": h["SalesOrderID"],
+                "CustomerAccount": account,
+                "InvoiceDate": row["ShipDate"],
+                "Amount": h["TotalDue"] or None,
+                "ModifiedDate": row["ModifiedDate"],
+            })
 
     def _send_lines(self, data_dir: Path, orders: dict[str, Order],
                     categories: dict[str, str | None]) -> Shipments:
-        """Route each order line with its order; count every shipped line for the goal rule."""
+        """Route each order line with its order; count the shipped lines for the goal rule.
+
+        A line whose values the pipeline would refuse (``_counted``) is sent on unchanged, for
+        validation to quarantine, and left out of the goal rule; of several versions of a line
+        (one SalesOrderDetailID), the goal rule counts the one Silver keeps.
+        """
+        counted: dict[str, tuple[str, str, str, int, int, Decimal]] = {}
+        with read_table(data_dir, "SalesOrderDetail") as source:
+            for line in source:
+                order = orders.get(line["SalesOrderID"])
+                if order is None or line["ProductID"] not in categories:
+                    raise SourceError(f"SalesOrderDetail {line['SalesOrderDetailID']}: unknown"
+                                      f" SalesOrderID {line['SalesOrderID']} or ProductID"
+                                      f" {line['ProductID']}")
+                category = categories[line["ProductID"]]
+                value = _counted(line)
+                if order.ship_year is not None and category is not None and value is not None:
+                    modified, qty, revenue = value
+                    kept = counted.get(line["SalesOrderDetailID"])
+                    if kept is None or modified >= kept[0]:
+                        counted[line["SalesOrderDetailID"]] = (
+                            modified, order.division, category, order.ship_year, qty, revenue)
+                if self._in_range(order.window):
+                    self._plan.add(order.window, order.division, "erp_order_line", {
+                        "SalesOrderID": line["SalesOrderID"],
+                        "SalesOrderDetailID": line["SalesOrderDetailID"],
+                        "OrderQty": line["OrderQty"] or None,
+                        "ProductID": line["ProductID"],
+                        "UnitPrice": line["UnitPrice"] or None,
+                        "LineTotal": line["LineTotal"] or None,
+                        "ModifiedDate": _as_sent(line["ModifiedDate"]),
+                        "CustomerAccount": order.account,
+                    })
         shipped = Shipments()
-        for line in read_table(data_dir, "SalesOrderDetail"):
-            order = orders.get(line["SalesOrderID"])
-            if order is None or line["ProductID"] not in categories:
-                raise SourceError(f"SalesOrderDetail {line['SalesOrderDetailID']}: unknown"
-                                  f" SalesOrderID {line['SalesOrderID']} or ProductID"
-                                  f" {line['ProductID']}")
-            category = categories[line["ProductID"]]
-            if order.ship_year is not None and category is not None:
-                shipped.add(order.division, category, order.ship_year, int(line["OrderQty"]),
-                            Decimal(line["LineTotal"]))
-            if self._in_range(order.window):
-                self._plan.add(order.window, order.division, "erp_order_line", {
-                    "SalesOrderID": line["SalesOrderID"],
-                    "SalesOrderDetailID": line["SalesOrderDetailID"],
-                    "OrderQty": line["OrderQty"] or None,
-                    "ProductID": line["ProductID"],
-                    "UnitPrice": line["UnitPrice"] or None,
-                    "LineTotal": line["LineTotal"] or None,
-                    "ModifiedDate": timestamp(line["ModifiedDate"]),
-                    "CustomerAccount": order.account,
-                })
+        for _, division, category, year, qty, revenue in counted.values():
+            shipped.add(division, category, year, qty, revenue)
         return shipped
 
     def _send_customers(self, data_dir: Path, territories: dict[str, Territory],
@@ -431,17 +514,23 @@ class Simulator:
         for order in orders.values():
             if order.window < first_order.get(order.customer, "9999"):
                 first_order[order.customer] = order.window
-        customers = list(read_table(data_dir, "Customer"))
-        stores = {s["BusinessEntityID"]: s["Name"] for s in read_table(data_dir, "Store")}
-        people = _names(data_dir, {c["PersonID"] for c in customers if c["PersonID"]})
-        for customer in customers:
-            territory = territories.get(customer["TerritoryID"])
-            if territory is None:
-                raise SourceError(f"Customer {customer['CustomerID']}: unknown TerritoryID"
-                                  f" {customer['TerritoryID']!r}")
-            if customer["StoreID"] and customer["StoreID"] not in stores:
-                raise SourceError(f"Customer {customer['CustomerID']}: unknown StoreID"
-                                  f" {customer['StoreID']}")
+        with read_table(data_dir, "Store") as source:
+            stores = {s["BusinessEntityID"]: s["Name"] for s in source}
+        customers: list[tuple[dict[str, str], Territory]] = []
+        with read_table(data_dir, "Customer") as source:
+            for customer in source:
+                territory = territories.get(customer["TerritoryID"])
+                if territory is None:
+                    raise SourceError(f"Customer {customer['CustomerID']}: unknown TerritoryID"
+                                      f" {customer['TerritoryID']!r}")
+                if customer["StoreID"] and customer["StoreID"] not in stores:
+                    raise SourceError(f"Customer {customer['CustomerID']}: unknown StoreID"
+                                      f" {customer['StoreID']}")
+                int(customer["CustomerID"])
+                timestamp(customer["ModifiedDate"])
+                customers.append((customer, territory))
+        people = _names(data_dir, {c["PersonID"] for c, _ in customers if c["PersonID"]})
+        for customer, territory in customers:
             window = first_order.get(customer["CustomerID"], first_window)
             self._send(window, territory.division, "erp_customer", _erp_customer(customer))
             self._send(window, territory.division, "crm_account",
@@ -488,9 +577,42 @@ class Shipments:
         return qty, revenue
 
 
+def _as_sent(value: str) -> str | None:
+    """A timestamp as the exports send it; text that is none is passed on unchanged."""
+    try:
+        return timestamp(value)
+    except SourceError:
+        return value
+
+
+MAX_ORDER_QTY = 100_000
+"""The largest OrderQty ``config/erp.json`` accepts."""
+
+
+def _counted(line: dict[str, str]) -> tuple[str, int, Decimal] | None:
+    """(ModifiedDate, OrderQty, LineTotal) of an order line the pipeline accepts, else None.
+
+    The quantity must read as a whole number from 1 to ``MAX_ORDER_QTY``, the line total as a
+    number of at least 0, the timestamp as one (as ``config/erp.json`` validates them); a line
+    that fails is quarantined by the pipeline, so it counts for no goal.
+    """
+    try:
+        qty = Decimal(line["OrderQty"])
+        revenue = Decimal(line["LineTotal"])
+        modified = timestamp(line["ModifiedDate"])
+    except (ArithmeticError, SourceError):
+        return None
+    if not (qty.is_finite() and revenue.is_finite()) or qty != qty.to_integral_value():
+        return None
+    if not 1 <= qty <= MAX_ORDER_QTY or revenue < 0 or modified is None:
+        return None
+    return modified, int(qty), revenue
+
+
 def _territories(data_dir: Path) -> dict[str, Territory]:
-    return {t["TerritoryID"]: Territory(t["Name"], division_id(t["Group"]), t["Group"])
-            for t in read_table(data_dir, "SalesTerritory")}
+    with read_table(data_dir, "SalesTerritory") as source:
+        return {t["TerritoryID"]: Territory(t["Name"], division_id(t["Group"]), t["Group"])
+                for t in source}
 
 
 def _erp_order(header: dict[str, str]) -> Row:
@@ -502,24 +624,24 @@ def _erp_order(header: dict[str, str]) -> Row:
 
 def _reference(data_dir: Path) -> dict[str, list[Row]]:
     """The three product tables as sent: the file's text, timestamps without fractions."""
-    return {
-        "erp_product_category": [
+    with read_table(data_dir, "ProductCategory") as source:
+        categories: list[Row] = [
             {"ProductCategoryID": c["ProductCategoryID"], "Name": c["Name"],
-             "ModifiedDate": timestamp(c["ModifiedDate"])}
-            for c in read_table(data_dir, "ProductCategory")],
-        "erp_product_subcategory": [
+             "ModifiedDate": timestamp(c["ModifiedDate"])} for c in source]
+    with read_table(data_dir, "ProductSubcategory") as source:
+        subcategories: list[Row] = [
             {"ProductSubcategoryID": s["ProductSubcategoryID"],
              "ProductCategoryID": s["ProductCategoryID"], "Name": s["Name"],
-             "ModifiedDate": timestamp(s["ModifiedDate"])}
-            for s in read_table(data_dir, "ProductSubcategory")],
-        "erp_product": [
+             "ModifiedDate": timestamp(s["ModifiedDate"])} for s in source]
+    with read_table(data_dir, "Product") as source:
+        products: list[Row] = [
             {"ProductID": p["ProductID"], "Name": p["Name"], "ProductNumber": p["ProductNumber"],
              "Weight": p["Weight"] or None,
              "WeightUnitMeasureCode": p["WeightUnitMeasureCode"] or None,
              "ProductSubcategoryID": p["ProductSubcategoryID"] or None,
-             "ModifiedDate": timestamp(p["ModifiedDate"])}
-            for p in read_table(data_dir, "Product")],
-    }
+             "ModifiedDate": timestamp(p["ModifiedDate"])} for p in source]
+    return {"erp_product_category": categories, "erp_product_subcategory": subcategories,
+            "erp_product": products}
 
 
 def _product_categories(reference: dict[str, list[Row]]) -> dict[str, str | None]:
@@ -533,8 +655,9 @@ def _product_categories(reference: dict[str, list[Row]]) -> dict[str, str | None
 
 def _names(data_dir: Path, wanted: set[str]) -> dict[str, tuple[str, str]]:
     """(FirstName, LastName) of the wanted Person ids; every one must be there."""
-    names = {p["BusinessEntityID"]: (p["FirstName"], p["LastName"])
-             for p in read_table(data_dir, "Person") if p["BusinessEntityID"] in wanted}
+    with read_table(data_dir, "Person") as source:
+        names = {p["BusinessEntityID"]: (p["FirstName"], p["LastName"])
+                 for p in source if p["BusinessEntityID"] in wanted}
     missing = wanted - names.keys()
     if missing:
         raise SourceError(f"Person: {len(missing)} customers' PersonIDs are missing,"
@@ -569,16 +692,21 @@ def _crm_account(customer: dict[str, str], territory: Territory, stores: dict[st
 def _quotas(data_dir: Path, territories: dict[str, Territory]) -> dict[tuple[str, int], Decimal]:
     """Quota per division and year: each salesperson's quota goes to the territory held then."""
     history: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for h in read_table(data_dir, "SalesTerritoryHistory"):
-        history[h["BusinessEntityID"]].append((h["StartDate"], h["EndDate"], h["TerritoryID"]))
-    current = {p["BusinessEntityID"]: p["TerritoryID"]
-               for p in read_table(data_dir, "SalesPerson")}
+    with read_table(data_dir, "SalesTerritoryHistory") as source:
+        for h in source:
+            history[h["BusinessEntityID"]].append(
+                (h["StartDate"], h["EndDate"], h["TerritoryID"]))
+    with read_table(data_dir, "SalesPerson") as source:
+        current = {p["BusinessEntityID"]: p["TerritoryID"] for p in source}
     quotas: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
-    for q in read_table(data_dir, "SalesPersonQuotaHistory"):
-        person, date = q["BusinessEntityID"], q["QuotaDate"]
-        held = [t for start, end, t in history[person]
-                if start <= date and (not end or date <= end)]
-        territory = held[0] if held else current.get(person, "")
-        if territory:
-            quotas[(territories[territory].division, int(date[:4]))] += Decimal(q["SalesQuota"])
+    with read_table(data_dir, "SalesPersonQuotaHistory") as source:
+        for q in source:
+            person, date = q["BusinessEntityID"], q["QuotaDate"]
+            timestamp(date)
+            held = [t for start, end, t in history[person]
+                    if start <= date and (not end or date <= end)]
+            territory = held[0] if held else current.get(person, "")
+            if territory:
+                quotas[(territories[territory].division, int(date[:4]))] += Decimal(
+                    q["SalesQuota"])
     return quotas

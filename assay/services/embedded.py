@@ -136,7 +136,7 @@ class Services:
             if not self._keep_running:
                 self._stop_started()
             elif self._in_use:
-                self._log.info("embedded_servers_left_running", data_dir=str(self.data_dir))
+                self._log.debug("embedded_servers_left_running", data_dir=str(self.data_dir))
         finally:
             self._signals.restore()
 
@@ -145,7 +145,7 @@ class Services:
         database_url = self._env.get(DATABASE_URL_ENV, "")
         for variable, url in ((REDIS_URL_ENV, redis_url), (DATABASE_URL_ENV, database_url)):
             if url:
-                self._log.info("service_url_from_env", variable=variable, url=redact_url(url))
+                self._log.debug("service_url_from_env", variable=variable, url=redact_url(url))
         if not (redis_url and database_url):
             self._signals.install()
             self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ class Postgres(Recorded):
         except BaseException:
             self.stop()
             raise
-        self._log.info(
+        self._log.debug(
             "embedded_postgres_started",
             pid=running.pid,
             port=running.port,
@@ -128,7 +128,7 @@ class Postgres(Recorded):
                     self._log.warning("embedded_postgres_slow_to_stop", pid=pid)
                     # SIGQUIT is PostgreSQL's immediate shutdown.
                     terminate(pid, (signal.SIGQUIT, signal.SIGKILL), self._log)
-                self._log.info("embedded_postgres_stopped", pid=pid, seconds=since(began))
+                self._log.debug("embedded_postgres_stopped", pid=pid, seconds=since(began))
             self._forget()
 
     def _prepare_home(self) -> None:

@@ -174,7 +174,7 @@ class Recorded:
             self.stop()
             return None
         self._await_ready(running, size(self.logfile))
-        self._log.info(f"{event}_reused", pid=pid, port=running.port, data_dir=str(self.home))
+        self._log.debug(f"{event}_reused", pid=pid, port=running.port, data_dir=str(self.home))
         return running
 
     def _recorded_pid(self) -> int | None:

@@ -75,7 +75,7 @@ class Valkey(Recorded):
         except BaseException:
             self.stop()
             raise
-        self._log.info(
+        self._log.debug(
             "embedded_redis_started",
             pid=running.pid,
             port=running.port,
@@ -99,7 +99,7 @@ class Valkey(Recorded):
                     send_shutdown(running.port)
                 if not poll(lambda: not alive(pid), STOP_TIMEOUT):
                     terminate(pid, (signal.SIGTERM, signal.SIGKILL), self._log)
-                self._log.info("embedded_redis_stopped", pid=pid, seconds=since(began))
+                self._log.debug("embedded_redis_stopped", pid=pid, seconds=since(began))
             self._forget()
 
     def _start_on(self, port: int) -> Running:
