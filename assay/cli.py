@@ -89,7 +89,7 @@ def migrate(config_dir: Path | None, keep_running: bool) -> None:
 
         async def go() -> None:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
-                                     settings.key_prefix)
+                                     settings.key_prefix, settings.redis_cluster)
             await ctx.close()
 
         _run(go())
@@ -119,7 +119,7 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
 
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
-                                     settings.key_prefix)
+                                     settings.key_prefix, settings.redis_cluster)
             try:
                 return await run_layer(layer, ctx, burst=burst, name=name,
                                        metrics_port=metrics_port)
@@ -165,7 +165,8 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
             rows = _run(produce_file(
                 file, file_format, division=division, table=table, window=window,
                 seq_field=seq_field, op=op, redis_url=redis_url,
-                config_dir=config_dir or settings.config_dir, key_prefix=settings.key_prefix))
+                config_dir=config_dir or settings.config_dir, key_prefix=settings.key_prefix,
+                redis_cluster=settings.redis_cluster))
         except (ValueError, UnicodeDecodeError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -200,7 +201,7 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         data_dir=data_dir or DEFAULT_DATA_DIR,
         procfile=procfile or root / "Procfile",
         log_dir=default_data_dir() / "logs",
-        key_prefix=settings.key_prefix,
+        key_prefix=settings.key_prefix, redis_cluster=settings.redis_cluster,
         as_json=as_json, first=first, last=last, timeout_s=timeout_s,
     )
     with ExitStack() as stack:
@@ -219,10 +220,9 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
 def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float) -> None:
     """Stream length, lag, pending entries, consumers and dead letters per group."""
-    import redis.asyncio as aioredis
-
     from assay.ops.lag_view import render_json, render_table, watch
     from assay.runner import LAYERS
+    from assay.streams.client import connect
     from assay.streams.keys import Keys
     from assay.streams.lag import LagTracker, by_channel
 
@@ -232,7 +232,7 @@ def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float)
         redis_url, _ = _urls(stack, settings, keep_running=True)
 
         async def go() -> None:
-            client = aioredis.from_url(redis_url)
+            client = await connect(redis_url, cluster=settings.redis_cluster)
             tracker = LagTracker(client, Keys(settings.key_prefix), list(config.divisions),
                                  by_channel(LAYERS), scan_bound=config.alerts.scan_bound)
             render = render_json if as_json else render_table
@@ -258,9 +258,9 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
     import time
 
     import asyncpg
-    import redis.asyncio as aioredis
 
     from assay.db import report
+    from assay.streams.client import connect
     from assay.streams.keys import Keys
     from assay.streams.windows import WindowStore
 
@@ -270,7 +270,7 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
         redis_url, database_url = _urls(stack, settings, keep_running=True)
 
         async def go() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
-            client = aioredis.from_url(redis_url)
+            client = await connect(redis_url, cluster=settings.redis_cluster)
             conn = await asyncpg.connect(database_url)
             store = WindowStore(client, Keys(settings.key_prefix))
             try:
@@ -333,7 +333,7 @@ def replay(config_dir: Path | None, table: str | None, division: str | None,
 
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url,
-                                     database_url, settings.key_prefix)
+                                     database_url, settings.key_prefix, settings.redis_cluster)
             try:
                 return await replay_rows(ctx, table=table, division=division, window=window,
                                          dry_run=dry_run)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
 
 from assay.contracts.config import load_config
@@ -27,6 +26,7 @@ from assay.processors.gold import GoldProcessor
 from assay.processors.plan import Plan, build_plan
 from assay.processors.silver import SilverProcessor
 from assay.streams import keys as channels
+from assay.streams.client import Client, connect, persists
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
 from assay.streams.windows import WindowStore
@@ -48,7 +48,7 @@ class Context:
     """What a layer process holds: its compiled config and its connections."""
 
     plan: Plan
-    redis: aioredis.Redis
+    redis: Client
     pool: asyncpg.Pool
     keys: Keys
     application_name: str = "assay"
@@ -67,12 +67,19 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,
-                       key_prefix: str = "assay") -> Context:
-    """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate."""
+                       key_prefix: str = "assay", redis_cluster: bool | None = None) -> Context:
+    """Load and compile the config, connect, warn about a Redis that keeps nothing, migrate.
+
+    ``redis_cluster`` forces a cluster client or a plain one (``None``: ask the server).
+    """
     plan = build_plan(load_config(config_dir))
-    client = aioredis.from_url(redis_url, health_check_interval=30,
-                               client_name=f"assay-{key_prefix}")
-    await warn_without_persistence(client)
+    client = await connect(redis_url, cluster=redis_cluster, health_check_interval=30,
+                           client_name=f"assay-{key_prefix}")
+    try:
+        await warn_without_persistence(client)
+    except BaseException:
+        await client.aclose()
+        raise
     application_name = f"assay:{key_prefix}"
     try:
         pool = await db_pool.connect(database_url, application_name=application_name)
@@ -91,7 +98,7 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     return Context(plan, client, pool, Keys(key_prefix), application_name)
 
 
-async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -> None:
+async def warn_without_persistence(client: Client, attempts: int = 30) -> None:
     """One structured warning when Redis would lose unprocessed entries on restart.
 
     This is the first thing a process asks Redis: while Redis is unreachable it retries
@@ -100,8 +107,7 @@ async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -
     delay = 0.1
     for attempt in range(1, attempts + 1):
         try:
-            info = await client.info("persistence")
-            save = (await client.config_get("save")).get("save", "")
+            kept = await persists(client)
             break
         except TRANSIENT as exc:
             if attempt == attempts:
@@ -109,7 +115,7 @@ async def warn_without_persistence(client: aioredis.Redis, attempts: int = 30) -
             log.warning("redis_unreachable", attempt=attempt, error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-    if not int(info.get("aof_enabled", 0)) and not save:
+    if not kept:
         log.warning("redis_without_persistence",
                     detail="unprocessed entries and window state are lost if Redis restarts")
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from assay.streams.client import CLUSTER_ENV, cluster_override
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,6 +23,8 @@ class Settings:
     key_prefix: str = "assay"
     environment: str | None = None
     config_dir: Path = Path("config")
+    redis_cluster: bool | None = None
+    """``ASSAY_REDIS_CLUSTER``: True/False force a cluster or plain client; None asks Redis."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -30,4 +34,5 @@ class Settings:
             key_prefix=env.get("ASSAY_KEY_PREFIX", "assay"),
             environment=env.get("ASSAY_ENV") or None,
             config_dir=Path(env.get("ASSAY_CONFIG", "config")),
+            redis_cluster=cluster_override(env.get(CLUSTER_ENV)),
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from assay.contracts.gold import Linkage
 from assay.db.ident import qualified, quote
 from assay.streams import keys as channels
+from assay.streams.client import Client
 from assay.streams.keys import Keys
 
 
@@ -38,7 +38,7 @@ async def kpi_rows(pool: asyncpg.Pool, schema: str, kpi: str, names: dict[str, s
     return result
 
 
-async def summary(pool: asyncpg.Pool, client: aioredis.Redis, keys: Keys, schema: str,
+async def summary(pool: asyncpg.Pool, client: Client, keys: Keys, schema: str,
                   divisions: list[str], records_in: int, linkage: Linkage | None,
                   windows_completed: int) -> dict[str, Any]:
     """Where every record went, linkage counts and completed windows."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
@@ -30,13 +29,15 @@ from assay.contracts.errors import TransientError
 from assay.contracts.messages import Accounted, DeadLetter, Landed, Message, Record, TableEnd
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
+from assay.streams.client import CLUSTER_CHANGING, Client
 from assay.streams.codec import Item, UndecodableEntry, decode_entry, encode, entry_size, flatten
 from assay.streams.keys import Keys
+from assay.streams.reads import by_slot, read_group
 
 log = structlog.get_logger("assay.streams")
 
 TRANSIENT = (TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-             ConnectionError, OSError)
+             ConnectionError, OSError, *CLUSTER_CHANGING)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -121,7 +122,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: Keys,
         processor: Processor,
         divisions: Sequence[str],
@@ -174,47 +175,61 @@ class Consumer:
     async def run(self, burst: bool = False) -> None:
         """Consume until stopped; with ``burst`` return once every stream is drained."""
         await self._retrying(self.ensure_groups)
-        await asyncio.gather(*(self._run_stream(s, burst) for s in self.streams))
+        await asyncio.gather(*(self._run_slot(s, burst) for s in by_slot(self.streams)))
 
-    async def _run_stream(self, stream: str, burst: bool) -> None:
-        bound = log.bind(layer=self.layer, stream=stream, group=self.group, consumer=self.name)
-        reading_history = True
-        batches = 0
+    async def _run_slot(self, streams: list[str], burst: bool) -> None:
+        """The streams of one cluster slot: each in turn while any has work, then one
+        blocking read on all of them together (``streams.reads``)."""
+        bounds = {s: log.bind(layer=self.layer, stream=s, group=self.group, consumer=self.name)
+                  for s in streams}
+        history = set(streams)
+        batches = dict.fromkeys(streams, 0)
         while not self.stopping.is_set():
-            entries: list[tuple[str, dict[bytes, bytes], int]] = []
-            if reading_history:
-                entries = await self._retrying(lambda: self._history(stream))
-                reading_history = bool(entries)
-            if not entries:
-                entries = await self._retrying(lambda: self._claim(stream))
-            if not entries:
-                fresh = await self._retrying(
-                    lambda: self._read(stream, ">", block=not burst))
-                entries = [(i, f, 1) for i, f in fresh]
-            if not entries:
+            work: list[tuple[str, list[tuple[str, dict[bytes, bytes], int]]]] = []
+            for stream in streams:
+                entries = await self._next(stream, history)
+                if entries:
+                    work.append((stream, entries))
+            if not work:
                 if burst:
                     return
-                continue
-            emitted = await self._handle(bound, stream, entries)
-            batches += 1
-            if not burst:
-                await self._wait_downstream(bound, emitted)
-            if batches % self.settings.trim_every == 0:
-                await self._retrying(lambda: self.trim(stream))
+                work = await self._retrying(partial(self._read, streams, block=True))
+            for stream, entries in work:  # everything read is handled, also when stopping
+                emitted = await self._handle(bounds[stream], stream, entries)
+                batches[stream] += 1
+                if not burst:
+                    await self._wait_downstream(bounds[stream], emitted)
+                if batches[stream] % self.settings.trim_every == 0:
+                    await self._retrying(partial(self.trim, stream))
+
+    async def _next(self, stream: str, history: set[str]
+                    ) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """A stream's next batch without waiting: own pending entries (until there are
+        none; ``history`` holds the streams still being looked at), reclaimed ones, new ones."""
+        if stream in history:
+            entries = await self._retrying(partial(self._history, stream))
+            if entries:
+                return entries
+            history.discard(stream)
+        entries = await self._retrying(partial(self._claim, stream))
+        if entries:
+            return entries
+        fresh = await self._retrying(partial(self._read, [stream]))
+        return fresh[0][1] if fresh else []
 
     def _count(self, stream: str) -> int:
         """Entries to read so that a batch holds about ``batch_size`` records."""
         per_entry = self._per_entry.get(stream, float(self.settings.batch_size))
         return max(1, int(self.settings.batch_size / per_entry))
 
-    async def _read(self, stream: str, start: str, block: bool = False
-                    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply: Any = await self.redis.xreadgroup(
-            self.group, self.name, {stream: start}, count=self._count(stream),
-            block=self.settings.block_ms if block else None)
-        if not reply:
-            return []
-        return [(_text(i), f) for i, f in reply[0][1] if f is not None]
+    async def _read(self, streams: list[str], block: bool = False
+                    ) -> list[tuple[str, list[tuple[str, dict[bytes, bytes], int]]]]:
+        """New entries of streams of one slot, in one read (blocking, ``block_ms``, or not)."""
+        found = await read_group(self.redis, self.group, self.name, dict.fromkeys(streams, ">"),
+                                 count=min(self._count(s) for s in streams),
+                                 block_ms=self.settings.block_ms if block else None)
+        return [(stream, [(i, f, 1) for i, f in entries if f is not None])
+                for stream, entries in found.items() if entries]
 
     async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """This consumer's own pending entries (from before a restart), oldest first."""

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
 from assay.contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
+from assay.streams.client import Client
 from assay.streams.codec import encode
 from assay.streams.keys import Keys
 
@@ -51,7 +51,7 @@ class Producer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: Keys,
         *,
         known: Mapping[str, Iterable[str]] | None = None,

@@ -41,6 +41,8 @@ class DemoOptions:
     procfile: Path
     log_dir: Path
     key_prefix: str = "assay"
+    redis_cluster: bool | None = None
+    """Force a cluster client or a plain one (None: ask the server)."""
     as_json: bool = False
     first: str | None = None
     last: str | None = None
@@ -170,10 +172,12 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     started = time.monotonic()
     err.write("assay demo: AdventureWorks, every layer as its own process\n")
     simulator = Simulator(options.data_dir, first=options.first, last=options.last)
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
+    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix,
+                             options.redis_cluster)
     await reset(ctx)
     await ctx.close()
-    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix)
+    ctx = await open_context(options.config_dir, redis_url, database_url, options.key_prefix,
+                             options.redis_cluster)
     processes = await start_layers(options, redis_url, database_url)
     try:
         records_in = await replay(ctx, simulator, err)

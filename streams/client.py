@@ -1,0 +1,125 @@
+"""The one place that makes Redis clients, and the only one that knows about Redis Cluster.
+
+``connect(url)`` asks the server ``INFO cluster``: a plain server gets a plain
+``redis.asyncio.Redis``, a node of a cluster gets a ``RedisCluster`` that finds every other
+node by itself and routes each command to the node serving its key's slot. Both have the
+same command methods, so everything else takes the ``Client`` it is given and never asks
+which one it is. ``ASSAY_REDIS_CLUSTER=yes|no`` (``cluster_override``) skips the question.
+A cluster has only database 0: a URL that selects another is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+
+log = structlog.get_logger("assay.streams")
+
+Client: TypeAlias = aioredis.Redis | RedisCluster
+"""What every Redis user in assay takes: a plain client or a cluster client."""
+
+CLUSTER_ENV = "ASSAY_REDIS_CLUSTER"
+
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+CLUSTER_CHANGING = (redis.exceptions.ClusterError, redis.exceptions.TryAgainError,
+                    redis.exceptions.SlotNotCoveredError)
+"""A cluster in the middle of a failover or resharding: the same command succeeds later."""
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RedisSettingsError(ValueError):
+    """REDIS_URL (or ASSAY_REDIS_CLUSTER) asks for something the server cannot give."""
+
+
+def cluster_override(value: str | None) -> bool | None:
+    """``ASSAY_REDIS_CLUSTER``: yes → cluster client, no → plain client, unset → detect."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    answer = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+    try:
+        return answer[value.strip().lower()]
+    except KeyError:
+        raise RedisSettingsError(
+            f"{CLUSTER_ENV}={value!r}: expected yes, no or auto") from None
+
+
+async def connect(url: str, *, cluster: bool | None = None, attempts: int = 30,
+                  sleep: Sleep = asyncio.sleep, **options: Any) -> Client:
+    """A connected client for ``url``; a cluster client when the server is a cluster node.
+
+    ``cluster`` forces the choice (``None``: ask the server). While the server does not
+    answer, asks again with capped backoff (``attempts`` times) rather than crash-looping.
+    ``options`` are connection options both clients take (``client_name``, timeouts …).
+    """
+    plain = aioredis.from_url(url, **options)
+    try:
+        if cluster is None:
+            cluster = await _is_cluster(plain, attempts, sleep)
+    except BaseException:
+        await plain.aclose()
+        raise
+    if not cluster:
+        return plain
+    await plain.aclose()
+    db = int(parse_url(url).get("db") or 0)
+    if db != 0:
+        raise RedisSettingsError(
+            f"REDIS_URL selects database {db}, but the server is a Redis Cluster node and a"
+            " cluster has only database 0: drop the /{db} from the URL (or use /0)")
+    client = RedisCluster.from_url(url, **options)
+    try:
+        await _retrying(client.initialize, attempts, sleep)
+    except BaseException:
+        await client.aclose()
+        raise
+    log.debug("redis_cluster_client", nodes=len(client.get_nodes()))
+    return client
+
+
+async def _is_cluster(client: aioredis.Redis, attempts: int, sleep: Sleep) -> bool:
+    info: Any = await _retrying(lambda: client.info("cluster"), attempts, sleep)
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+async def _retrying(action: Callable[[], Awaitable[Any]], attempts: int, sleep: Sleep) -> Any:
+    delay = 0.1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await action()
+        except UNREACHABLE as exc:
+            if attempt == attempts:
+                raise
+            log.warning("redis_unreachable", attempt=attempt, error=str(exc), retry_in_s=delay)
+            await sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def is_cluster(client: Client) -> bool:
+    """Whether ``client`` talks to a cluster (for what a cluster does differently, such as
+    asking every master for a server setting)."""
+    return isinstance(client, RedisCluster)
+
+
+async def persists(client: Client) -> bool:
+    """Whether every server behind the client keeps its data on disk (append-only file or
+    snapshots): on a cluster, every master is asked."""
+    if isinstance(client, RedisCluster):
+        masters = client.get_primaries()
+        infos: Any = await client.info("persistence", target_nodes=masters)
+        saves: Any = await client.config_get("save", target_nodes=masters)
+        return all(_persists(infos[n.name], saves[n.name]) for n in masters)
+    return _persists(await client.info("persistence"), await client.config_get("save"))
+
+
+def _persists(info: Any, save: Any) -> bool:
+    return bool(int(info.get("aof_enabled", 0))) or bool(save.get("save", ""))
