@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -60,21 +61,23 @@ async def connect(url: str, *, cluster: bool | None = None, attempts: int = 30,
     answer, asks again with capped backoff (``attempts`` times) rather than crash-looping.
     ``options`` are connection options both clients take (``client_name``, timeouts …).
     """
-    plain = aioredis.from_url(url, **options)
+    db = int(parse_url(url).get("db") or 0)
+    probe = aioredis.from_url(_database_0(url), **options)  # a cluster node refuses SELECT n
     try:
         if cluster is None:
-            cluster = await _is_cluster(plain, attempts, sleep)
+            cluster = await _is_cluster(probe, attempts, sleep)
     except BaseException:
-        await plain.aclose()
+        await probe.aclose()
         raise
+    if not cluster and db == 0:
+        return probe
+    await probe.aclose()
     if not cluster:
-        return plain
-    await plain.aclose()
-    db = int(parse_url(url).get("db") or 0)
+        return aioredis.from_url(url, **options)
     if db != 0:
         raise RedisSettingsError(
             f"REDIS_URL selects database {db}, but the server is a Redis Cluster node and a"
-            " cluster has only database 0: drop the /{db} from the URL (or use /0)")
+            f" cluster has only database 0: drop the /{db} from the URL (or use /0)")
     client = RedisCluster.from_url(url, **options)
     try:
         await _retrying(client.initialize, attempts, sleep)
@@ -83,6 +86,12 @@ async def connect(url: str, *, cluster: bool | None = None, attempts: int = 30,
         raise
     log.debug("redis_cluster_client", nodes=len(client.get_nodes()))
     return client
+
+
+def _database_0(url: str) -> str:
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])
+    return urlunsplit(parts._replace(path="/0", query=query))
 
 
 async def _is_cluster(client: aioredis.Redis, attempts: int, sleep: Sleep) -> bool:

@@ -191,9 +191,9 @@ class Consumer:
                 if entries:
                     work.append((stream, entries))
             if not work:
-                if burst:
+                work = await self._retrying(partial(self._read, streams, block=not burst))
+                if not work and burst:
                     return
-                work = await self._retrying(partial(self._read, streams, block=True))
             for stream, entries in work:  # everything read is handled, also when stopping
                 emitted = await self._handle(bounds[stream], stream, entries)
                 batches[stream] += 1

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
+from assay.contracts.config import DivisionConfig
 from assay.db import report
 from assay.demo.simulator import Simulator
 from assay.runner import Context, open_context
@@ -101,10 +103,20 @@ async def stop_layers(processes: list[asyncio.subprocess.Process], grace_s: floa
     return codes
 
 
+def division_routes(divisions: Mapping[str, DivisionConfig], groups: Mapping[str, str]
+                    ) -> dict[str, str]:
+    """The config division each simulated division's exports go to: the one whose display
+    name is the territory group's ('North America' → whatever id the config gives it), else
+    the simulator's own id. Any division id works, e.g. ids that spread over cluster nodes."""
+    by_name = {config.name: division for division, config in divisions.items()}
+    return {own: by_name.get(group, own) for own, group in groups.items()}
+
+
 async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
     """Send every export in window order; returns the number of records sent."""
     producer = Producer(ctx.redis, ctx.keys, chunk_size=ctx.plan.config.pipeline.batch_size,
                         max_backlog=ctx.plan.config.pipeline.max_backlog_entries)
+    route = division_routes(ctx.plan.config.divisions, simulator.divisions)
     sent = 0
     window = ""
     for export in simulator.exports():
@@ -113,7 +125,7 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO) -> int:
             err.write(f"\r  replaying window {window} ({sent:,} records sent)")
             err.flush()
         sent += await producer.send_table(
-            TableTarget(export.division, export.table, export.window), export.rows)
+            TableTarget(route[export.division], export.table, export.window), export.rows)
     err.write(f"\r  replayed {len(simulator.windows())} windows, {sent:,} records\n")
     return sent
 
