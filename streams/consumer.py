@@ -145,6 +145,7 @@ class Consumer:
         self.stopping = asyncio.Event()
         self.dead_lettered = 0
         self.batches = 0
+        self.interruptions = 0  # transient errors seen: lost connections, a failover
         self._per_entry: dict[str, float] = {}
 
     async def ensure_groups(self) -> None:
@@ -184,7 +185,12 @@ class Consumer:
                   for s in streams}
         history = set(streams)
         batches = dict.fromkeys(streams, 0)
+        interruptions = self.interruptions
         while not self.stopping.is_set():
+            if self.interruptions != interruptions:
+                # After a lost connection or a failover, what was read but not acked may
+                # still be ours: read our pending entries again before anything new.
+                interruptions, history = self.interruptions, set(streams)
             work: list[tuple[str, list[tuple[str, dict[bytes, bytes], int]]]] = []
             for stream in streams:
                 entries = await self._next(stream, history)
@@ -429,6 +435,7 @@ class Consumer:
             try:
                 return await action()
             except TRANSIENT as exc:
+                self.interruptions += 1
                 log.warning("transient_error", layer=self.layer, error=f"{type(exc).__name__}: "
                             f"{exc}", retry_in_s=delay)
                 await self.sleep(delay)

@@ -22,7 +22,7 @@ import structlog
 from assay.contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
-from assay.streams.client import Client
+from assay.streams.client import CLUSTER_CHANGING, Client
 from assay.streams.codec import encode
 from assay.streams.keys import Keys
 
@@ -57,7 +57,7 @@ class Producer:
         known: Mapping[str, Iterable[str]] | None = None,
         chunk_size: int = 500,
         max_backlog: int = 100,
-        retries: int = 5,
+        retries: int = 10,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.redis = client
@@ -146,7 +146,8 @@ class Producer:
         for attempt in range(1, self.retries + 1):
             try:
                 return await send()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    *CLUSTER_CHANGING) as exc:
                 if attempt == self.retries:
                     raise
                 log.warning("producer_retry", attempt=attempt, error=str(exc), retry_in_s=delay)

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.crc import key_slot
@@ -355,3 +356,40 @@ async def test_two_silver_processes_share_one_division_without_duplicates(
     shares = [sum(e.get("processed", 0) for e in map(json.loads, log.read_text().splitlines())
                   if e.get("event") == "batch_committed") for log in logs]
     assert all(share > 0 for share in shares) and sum(shares) == n, shares
+
+
+# -- resilience ---------------------------------------------------------------------------
+
+
+async def test_entries_read_when_the_connection_broke_are_read_again(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read the server delivered but whose reply was lost (a connection cut, a master
+    failing over) leaves entries pending for this consumer: it reads them again at once,
+    not only when they are reclaimed after ``claim_idle_ms``."""
+    from assay.streams import consumer as loop
+
+    real = loop.read_group
+    cuts = []
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        found = await real(*args, **kwargs)
+        if found and not cuts:
+            cuts.append(found)
+            raise redis.exceptions.ConnectionError("connection lost while reading the reply")
+        return found
+
+    monkeypatch.setattr(loop, "read_group", reply_lost)
+    await Producer(ctx.redis, ctx.keys, chunk_size=25).send_table(
+        TableTarget("east", "item", "2024-01"), item_rows(100))
+    consumer = make_consumer("bronze", ctx)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    consumer.sleep = no_wait
+    await consumer.run(burst=True)
+    assert cuts and consumer.interruptions == 1
+    stream = ctx.keys.stream("east", channels.INGEST)
+    assert (await ctx.redis.xpending(stream, ctx.keys.group("bronze")))["pending"] == 0
+    landed = f"SELECT count(*) FROM {qualified(ctx.plan.schema, 'bronze_item')}"
+    assert await ctx.pool.fetchval(landed) == 100
