@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint check clean
+.PHONY: demo test bench lint check clean cluster-failover
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .assay
+
+# A master of a 6-node local cluster killed mid-run; prints the loss window and time to resume.
+cluster-failover: $(STAMP)
+	$(BIN)/pytest tests/failover_cluster.py -s -q -p no:randomly
