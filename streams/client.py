@@ -84,7 +84,6 @@ async def connect(url: str, *, cluster: bool | None = None, attempts: int = 30,
     except BaseException:
         await client.aclose()
         raise
-    log.debug("redis_cluster_client", nodes=len(client.get_nodes()))
     return client
 
 
