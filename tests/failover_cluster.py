@@ -199,6 +199,7 @@ async def kill_and_watch(cluster: LocalCluster, ctx: Context, figures: dict[str,
 def test_a_killed_master_loses_nothing_after_the_resend(tmp_path: Path,
                                                        database_url: str) -> None:
     prefixes = [f"f{os.urandom(6).hex()}" for _ in range(2)]
+    load = os.getloadavg()[0]
     try:
         with LocalCluster(tmp_path / "cluster", masters=3, replicas=1) as cluster:
             clean = asyncio.run(run(cluster, database_url, tmp_path / "clean", prefixes[0],
@@ -207,7 +208,7 @@ def test_a_killed_master_loses_nothing_after_the_resend(tmp_path: Path,
                                     kill=True))
     finally:
         asyncio.run(drop_schemas(database_url, prefixes))
-    print(f"\nfailover: {chaos.figures}")
+    print(f"\nfailover: {chaos.figures} (load {load:.2f} → {os.getloadavg()[0]:.2f})")
     print(f"clean: {clean.summary}\nchaos: {chaos.summary}")
     assert clean.kpis and chaos.kpis == clean.kpis
     same = ("records_landed", "records_quarantined", "records_dead_lettered",
