@@ -31,7 +31,7 @@ from assay.db.ident import qualified
 from assay.runner import Context, make_consumer, open_context, run_layer
 from assay.services.cluster import LocalCluster
 from assay.streams import keys as channels
-from assay.streams.client import RedisSettingsError, cluster_override, connect
+from assay.streams.client import RedisSettingsError, cluster_override, connect, persists
 from assay.streams.keys import Keys
 from assay.streams.lag import by_channel, snapshot
 from assay.streams.producer import Producer, TableTarget
@@ -65,6 +65,19 @@ async def test_connect_asks_the_server_which_client_it_needs(cluster: LocalClust
     assert type(forced) is aioredis.Redis
     for client in (on_cluster, plain, forced):
         await client.aclose()
+
+
+async def test_persistence_is_asked_of_every_master(cluster: LocalCluster) -> None:
+    client = await connect(cluster.url)
+    assert await persists(client)
+    last = cluster.nodes[2]
+    with last.client() as node:
+        node.config_set("appendonly", "no")
+        try:
+            assert not await persists(client)  # one master that keeps nothing is enough
+        finally:
+            node.config_set("appendonly", "yes")
+    await client.aclose()
 
 
 async def test_a_database_other_than_0_on_a_cluster_is_refused(cluster: LocalCluster) -> None:
