@@ -106,6 +106,7 @@ class LocalCluster:
             f"cluster-config-file {_valkey_quoted(home / 'nodes.conf')}",
             f"cluster-node-timeout {self.node_timeout_ms}",
             "cluster-replica-validity-factor 0",  # a replica may always take over
+            "enable-debug-command local",  # DEBUG SLEEP makes a replica lag, for failover tests
             f"dir {_valkey_quoted(home)}", "appendonly yes", 'save ""',
             f"logfile {_valkey_quoted(home / 'valkey.log')}", "daemonize no",
         ]) + "\n")
