@@ -78,7 +78,10 @@ async def connect(url: str, *, cluster: bool | None = None, attempts: int = 30,
         raise RedisSettingsError(
             f"REDIS_URL selects database {db}, but the server is a Redis Cluster node and a"
             f" cluster has only database 0: drop the /{db} from the URL (or use /0)")
-    client = RedisCluster.from_url(url, **options)
+    # A transaction that fails on a lost node refreshes the slot map only every
+    # ``reinitialize_steps`` failures (5 by default): after a failover, our MULTI commits
+    # kept going to the dead master for minutes. 1: refresh at the first failure.
+    client = RedisCluster.from_url(url, reinitialize_steps=1, **options)
     try:
         await _retrying(client.initialize, attempts, sleep)
     except BaseException:

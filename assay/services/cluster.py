@@ -106,7 +106,6 @@ class LocalCluster:
             f"cluster-config-file {_valkey_quoted(home / 'nodes.conf')}",
             f"cluster-node-timeout {self.node_timeout_ms}",
             "cluster-replica-validity-factor 0",  # a replica may always take over
-            "enable-debug-command local",  # DEBUG SLEEP makes a replica lag, for failover tests
             f"dir {_valkey_quoted(home)}", "appendonly yes", 'save ""',
             f"logfile {_valkey_quoted(home / 'valkey.log')}", "daemonize no",
         ]) + "\n")
@@ -190,7 +189,17 @@ class LocalCluster:
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(STOP_TIMEOUT)
 
+    def pause(self, node: Node) -> None:
+        """SIGSTOP one node: it reads nothing, answers nothing (a hung host) until ``resume``."""
+        node.process.send_signal(signal.SIGSTOP)
+
+    def resume(self, node: Node) -> None:
+        node.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)  # a paused node cannot shut down
         for node in self.nodes:
             if node.process.poll() is None:
                 node.process.terminate()
