@@ -45,11 +45,12 @@ from tests.test_cluster import SPREAD, demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST, LAST = "2011-05", "2011-10"
-VICTIM = "north_america"
+VICTIM = "emea"
 """The division whose master is killed."""
 LAGGING = os.environ.get("ASSAY_FAILOVER_LAG") == "1"
 """Make the replica lag before the kill (see ``kill_and_watch``). Off by default: with it,
-Bronze did not resume within 120 s in the runs tried (an open problem, see the README)."""
+Bronze did not resume within 120 s in the runs tried (an open problem, see the README).
+Killing the master named in REDIS_URL (north_america's) did the same once."""
 LAG_S = 1.0
 """The longest the victim's replica is paused before its master is killed (< node timeout)."""
 LAG_BYTES = 32_768
@@ -135,7 +136,7 @@ async def run(cluster: LocalCluster, database_url: str, tmp: Path, prefix: str,
     try:
         for index, export in enumerate(exports):
             if (kill and killing is None and index >= len(exports) // 3
-                    and route[export.division] == VICTIM and len(export.rows) > 500):
+                    and route[export.division] == VICTIM):
                 lagging = asyncio.Event()
                 killing = asyncio.ensure_future(
                     kill_and_watch(cluster, ctx, client, figures, lagging))
@@ -267,6 +268,7 @@ def test_a_killed_master_loses_nothing_after_the_resend(tmp_path: Path,
         asyncio.run(drop_schemas(database_url, prefixes))
     print(f"\nfailover: {chaos.figures} (load {load:.2f} → {os.getloadavg()[0]:.2f})")
     print(f"clean: {clean.summary}\nchaos: {chaos.summary}")
+    assert "resumed_s" in chaos.figures  # the master was killed, the pipeline went on
     assert clean.kpis and chaos.kpis == clean.kpis
     same = ("records_landed", "records_quarantined", "records_dead_lettered",
             "accounts_linked", "accounts_unmatched", "windows_completed")
