@@ -115,6 +115,19 @@ async def _retrying(action: Callable[[], Awaitable[Any]], attempts: int, sleep: 
     raise AssertionError("unreachable")
 
 
+def routed(client: Client, key: str) -> dict[str, Any]:
+    """Options that send a command straight to the node serving ``key``'s slot.
+
+    For commands whose keys redis-py cannot read from the arguments (XREADGROUP), the
+    cluster client asks one fixed node ``COMMAND GETKEYS`` before every call; when that node
+    is a master that died, the command can never be routed again (a layer stalled for good
+    after a failover). Naming the node from the client's own slot map avoids the question.
+    """
+    if isinstance(client, RedisCluster):
+        return {"target_nodes": client.get_node_from_key(key)}
+    return {}
+
+
 def is_cluster(client: Client) -> bool:
     """Whether ``client`` talks to a cluster (for what a cluster does differently, such as
     asking every master for a server setting)."""

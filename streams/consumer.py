@@ -239,15 +239,15 @@ class Consumer:
 
     async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """This consumer's own pending entries (from before a restart), oldest first."""
-        reply: Any = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
-                                                 count=self._count(stream))
-        raw = reply[0][1] if reply else []
+        found = await read_group(self.redis, self.group, self.name, {stream: "0"},
+                                 count=self._count(stream))
+        raw = found.get(stream, [])
         gone = [i for i, f in raw if f is None]
         if gone:
             # Trimmed while pending: nothing left to process; ack so they stop blocking us.
-            log.error("pending_entries_deleted", stream=stream, ids=[_text(i) for i in gone])
+            log.error("pending_entries_deleted", stream=stream, ids=gone)
             await self.redis.xack(stream, self.group, *gone)
-        entries = [(_text(i), f) for i, f in raw if f is not None]
+        entries = [(i, f) for i, f in raw if f is not None]
         return await self._with_deliveries(stream, entries) if entries else []
 
     async def _claim(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:

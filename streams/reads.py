@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from assay.streams.client import Client
+from assay.streams.client import Client, routed
 
 Entry = tuple[str, dict[bytes, bytes] | None]
 
@@ -31,8 +31,13 @@ async def read_group(client: Client, group: str, consumer: str, starts: Mapping[
                      count: int, block_ms: int | None = None) -> dict[str, list[Entry]]:
     """One ``XREADGROUP`` over streams of one slot; entries per stream (deleted ones, read
     from a pending list, come with ``None`` fields and are left to the caller)."""
-    streams: dict[Any, Any] = dict(starts)
-    reply: Any = await client.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+    args: list[Any] = ["GROUP", group, consumer, "COUNT", str(count)]
+    if block_ms is not None:
+        args += ["BLOCK", str(block_ms)]
+    args += ["STREAMS", *starts, *starts.values()]
+    # As redis-py's xreadgroup sends it, routed by the first key (see ``routed``).
+    reply: Any = await client.execute_command("XREADGROUP", *args,
+                                              **routed(client, next(iter(starts))))
     found: dict[str, list[Entry]] = {}
     for stream, entries in reply or []:
         found[_text(stream)] = [(_text(i), f) for i, f in entries]
