@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz bench chaos lint check dist clean
+.PHONY: demo test fuzz bench chaos lint check dist clean cluster-failover
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ dist: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .assay dist
+
+# A master of a 6-node local cluster killed mid-run; prints the loss window and time to resume.
+cluster-failover: $(STAMP)
+	$(BIN)/pytest tests/failover_cluster.py -s -q -p no:randomly

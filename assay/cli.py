@@ -178,7 +178,7 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
 
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
-                                     settings.key_prefix)
+                                     settings.key_prefix, wait_forever=True)
             try:
                 return await run_layer(layer, ctx, burst=burst, name=name,
                                        metrics_port=metrics_port, config_dir=folder,
@@ -304,7 +304,8 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
             rows = _run(produce_file(
                 file, file_format, division=division, table=table, window=window,
                 seq_field=seq_field, op=op, redis_url=redis_url,
-                config_dir=config_dir or settings.config_dir, key_prefix=settings.key_prefix))
+                config_dir=config_dir or settings.config_dir, key_prefix=settings.key_prefix,
+                redis_cluster=settings.redis_cluster))
         except (ValueError, UnicodeDecodeError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -385,10 +386,9 @@ def init(folder: Path) -> None:
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
 def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float) -> None:
     """Stream length, lag, pending entries, consumers and dead letters per group."""
-    import redis.asyncio as aioredis
-
     from assay.ops.lag_view import render_json, render_table, watch
     from assay.runner import LAYERS
+    from assay.streams.client import connect
     from assay.streams.keys import Keys
     from assay.streams.lag import LagTracker, by_channel
 
@@ -398,7 +398,7 @@ def lag(config_dir: Path | None, as_json: bool, watching: bool, interval: float)
         redis_url, _ = _urls(stack, settings, keep_running=True)
 
         async def go() -> None:
-            client = aioredis.from_url(redis_url)
+            client = await connect(redis_url, cluster=settings.redis_cluster)
             tracker = LagTracker(client, Keys(settings.key_prefix), list(config.divisions),
                                  by_channel(LAYERS), scan_bound=config.alerts.scan_bound)
             render = render_json if as_json else render_table
@@ -424,9 +424,9 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
     import time
 
     import asyncpg
-    import redis.asyncio as aioredis
 
     from assay.ops.window_view import read_windows
+    from assay.streams.client import connect
     from assay.streams.keys import Keys
 
     settings = Settings.from_env()
@@ -440,7 +440,11 @@ def windows(config_dir: Path | None, as_json: bool) -> None:
             except (OSError, asyncpg.PostgresConnectionError) as exc:
                 raise Unreachable(f"cannot reach PostgreSQL at {logs.redact(database_url)}:"
                                   f" {exc}") from exc
-            client = aioredis.from_url(redis_url)
+            try:
+                client = await connect(redis_url, cluster=settings.redis_cluster)
+            except BaseException:
+                await conn.close()
+                raise
             try:
                 return await read_windows(client, conn, Keys(settings.key_prefix), config,
                                           list(config.divisions), time.time())
@@ -553,8 +557,8 @@ def _load(folder: Path) -> Config:
 def dead(division: str, config_dir: Path | None, count: int | None) -> None:
     """A division's dead letters as JSON lines, oldest first (raw bytes as base64)."""
     import msgspec
-    import redis.asyncio as aioredis
 
+    from assay.streams.client import connect
     from assay.streams.dead import dead_letters
     from assay.streams.keys import Keys
 
@@ -567,7 +571,7 @@ def dead(division: str, config_dir: Path | None, count: int | None) -> None:
         redis_url, _ = _urls(stack, settings, keep_running=True)
 
         async def go() -> list[dict[str, Any]]:
-            client = aioredis.from_url(redis_url)
+            client = await connect(redis_url, cluster=settings.redis_cluster)
             try:
                 return await dead_letters(client, Keys(settings.key_prefix), division, count)
             finally:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from assay.contracts.config import load_config
 from assay.contracts.messages import Scalar
+from assay.streams.client import connect
 from assay.streams.keys import Keys
 from assay.streams.producer import Producer, ProducerError, TableTarget
 
@@ -65,11 +65,11 @@ def _jsonl(path: Path, encoding: str) -> Iterator[dict[str, Scalar]]:
 
 async def produce_file(path: Path, fmt: FileFormat, *, division: str, table: str, window: str,
                        seq_field: str | None, op: str, redis_url: str, config_dir: Path,
-                       key_prefix: str = "assay") -> int:
+                       key_prefix: str = "assay", redis_cluster: bool | None = None) -> int:
     """Send a file's rows as one table of a window; returns the row count."""
     config = load_config(config_dir)
     known = {d: c.tables for d, c in config.divisions.items()}
-    client = aioredis.from_url(redis_url)
+    client = await connect(redis_url, cluster=redis_cluster)
     producer = Producer(client, Keys(key_prefix), known=known,
                         max_backlog=config.pipeline.max_backlog_entries)
     target = TableTarget(division, table, window, seq_field=seq_field,

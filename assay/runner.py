@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
 
 from assay.contracts.config import load_config
@@ -32,6 +31,7 @@ from assay.processors.silver import SilverProcessor
 from assay.reloading import ReloadingProcessor
 from assay.settings import Settings, Unreachable
 from assay.streams import keys as channels
+from assay.streams.client import Client, connect, persists
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
 from assay.streams.windows import WindowStore
@@ -53,7 +53,7 @@ class Context:
     """What a layer process holds: its compiled config and its connections."""
 
     plan: Plan
-    redis: aioredis.Redis
+    redis: Client
     pool: asyncpg.Pool
     keys: Keys
     application_name: str = "assay"
@@ -92,23 +92,36 @@ def runtime_settings(plan: Plan) -> RuntimeSettings:
 
 async def open_context(config_dir: Path, redis_url: str, database_url: str,
                        key_prefix: str = "assay", *, migrate_schema: bool = True,
-                       attempts: int | None = None) -> Context:
+                       attempts: int | None = None, redis_cluster: bool | None = None,
+                       wait_forever: bool = False) -> Context:
     """Load and compile the config, connect, warn about a Redis that keeps nothing, and
     (unless ``migrate_schema`` is false) apply the additive schema changes the config
     needs; a change that could lose data raises ``MigrationError`` and changes nothing.
 
     ``attempts`` (default ``ASSAY_CONNECT_ATTEMPTS``, 30) bounds the retries while a server is
-    unreachable; then ``Unreachable`` names it.
+    unreachable; then ``Unreachable`` names it. ``wait_forever`` (a layer process) waits for
+    its servers however long they are down, unless ``ASSAY_CONNECT_ATTEMPTS`` is set.
+    ``redis_cluster`` forces a cluster client or a plain one (``None``: ``ASSAY_REDIS_CLUSTER``,
+    else ask the server).
     """
     plan = build_plan(load_config(config_dir))
-    tries = attempts or Settings.from_env().connect_attempts
-    client = aioredis.from_url(redis_url, health_check_interval=30,
-                               client_name=f"assay-{key_prefix}")
+    settings = Settings.from_env()
+    tries = attempts or settings.connect_attempts or (None if wait_forever else 30)
+    if redis_cluster is None:
+        redis_cluster = settings.redis_cluster
+    try:
+        client = await connect(redis_url, cluster=redis_cluster, attempts=tries,
+                               health_check_interval=30, client_name=f"assay-{key_prefix}")
+    except TRANSIENT as exc:
+        raise Unreachable(f"cannot reach Redis at {redact(redis_url)}: {exc}") from exc
     try:
         await warn_without_persistence(client, tries)
     except TRANSIENT as exc:
         await client.aclose()
         raise Unreachable(f"cannot reach Redis at {redact(redis_url)}: {exc}") from exc
+    except BaseException:
+        await client.aclose()
+        raise
     application_name = f"assay:{key_prefix}"
     try:
         pool = await db_pool.connect(database_url, application_name=application_name,
@@ -140,7 +153,7 @@ async def open_context(config_dir: Path, redis_url: str, database_url: str,
     return ctx
 
 
-async def warn_without_persistence(client: aioredis.Redis, attempts: int | None = None
+async def warn_without_persistence(client: Client, attempts: int | None = None
                                    ) -> None:
     """One structured warning when Redis would lose unprocessed entries on restart.
 
@@ -152,8 +165,7 @@ async def warn_without_persistence(client: aioredis.Redis, attempts: int | None 
     while True:
         attempt += 1
         try:
-            info = await client.info("persistence")
-            save = (await client.config_get("save")).get("save", "")
+            kept = await persists(client)
             break
         except TRANSIENT as exc:
             if attempt == attempts:
@@ -161,7 +173,7 @@ async def warn_without_persistence(client: aioredis.Redis, attempts: int | None 
             log.warning("redis_unreachable", attempt=attempt, error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-    if not int(info.get("aof_enabled", 0)) and not save:
+    if not kept:
         log.warning("redis_without_persistence",
                     detail="unprocessed entries and window state are lost if Redis restarts")
 

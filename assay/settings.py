@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from assay.streams.client import CLUSTER_ENV, cluster_override
+
 
 class Unreachable(ConnectionError):
     """A server did not answer within the connection attempts; the message names its URL
@@ -26,8 +28,11 @@ class Settings:
     key_prefix: str = "assay"
     environment: str | None = None
     config_dir: Path = Path("config")
-    connect_attempts: int = 30
-    """Tries (capped backoff, about two minutes for 30) before an unreachable server is an error."""
+    connect_attempts: int | None = None
+    """``ASSAY_CONNECT_ATTEMPTS``: tries (capped backoff, about two minutes for 30) before an
+    unreachable server is an error. Unset: 30 for commands; a layer waits however long."""
+    redis_cluster: bool | None = None
+    """``ASSAY_REDIS_CLUSTER``: True/False force a cluster or plain client; None asks Redis."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -37,5 +42,7 @@ class Settings:
             key_prefix=env.get("ASSAY_KEY_PREFIX", "assay"),
             environment=env.get("ASSAY_ENV") or None,
             config_dir=Path(env.get("ASSAY_CONFIG", "config")),
-            connect_attempts=max(1, int(env.get("ASSAY_CONNECT_ATTEMPTS") or 30)),
+            connect_attempts=(max(1, int(env["ASSAY_CONNECT_ATTEMPTS"]))
+                              if env.get("ASSAY_CONNECT_ATTEMPTS") else None),
+            redis_cluster=cluster_override(env.get(CLUSTER_ENV)),
         )

@@ -90,16 +90,26 @@ class Supervisor:
     async def stop(self, grace_s: float = 30.0) -> list[int]:
         """SIGTERM every live process; SIGKILL what is still alive after ``grace_s``.
 
-        Returns the exit code of each slot's last process.
+        Returns the exit code of each process the stop ended. A process that had died
+        already (while the stop began: too late to restart it) is logged and kept in its
+        slot's ``exits``, as a death during the run is, not counted as a failed stop.
         """
         self.stopping.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        live = [s.process for s in self.slots if s.process is not None]
-        for process in live:
+        live = []
+        for slot in self.slots:
+            process = slot.process
+            if process is None:
+                continue
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
+                live.append(process)
+            else:
+                slot.exits.append(process.returncode)
+                log.warning("process_exited", slot=slot.name, pid=process.pid,
+                            code=process.returncode, restart_in_s=None)
         codes = []
         for process in live:
             try:

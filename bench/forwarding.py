@@ -21,9 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from assay.contracts.messages import Record, RecordBatch
+from assay.streams.client import Client, connect
 from assay.streams.codec import decode_entry, encode, flatten
 from bench import readme
 from bench.runs import RESULTS, ROOT, repeat
@@ -35,12 +34,12 @@ def records(n: int) -> list[Record]:
                             "updated": "2024-01-01 00:00:00"}) for i in range(1, n + 1)]
 
 
-async def write_one_by_one(client: aioredis.Redis, stream: str, recs: list[Record]) -> None:
+async def write_one_by_one(client: Client, stream: str, recs: list[Record]) -> None:
     for record in recs:
         await client.xadd(stream, encode(record))
 
 
-async def write_pipelined(client: aioredis.Redis, stream: str, recs: list[Record],
+async def write_pipelined(client: Client, stream: str, recs: list[Record],
                           batch: int) -> None:
     for start in range(0, len(recs), batch):
         async with client.pipeline(transaction=False) as pipe:
@@ -49,13 +48,13 @@ async def write_pipelined(client: aioredis.Redis, stream: str, recs: list[Record
             await pipe.execute()
 
 
-async def write_batched(client: aioredis.Redis, stream: str, recs: list[Record],
+async def write_batched(client: Client, stream: str, recs: list[Record],
                         batch: int) -> None:
     for start in range(0, len(recs), batch):
         await client.xadd(stream, encode(RecordBatch(records=recs[start:start + batch])))
 
 
-async def read_all(client: aioredis.Redis, stream: str, expected: int, count: int) -> None:
+async def read_all(client: Client, stream: str, expected: int, count: int) -> None:
     await client.xgroup_create(stream, "g", id="0")
     seen = 0
     while seen < expected:
@@ -84,7 +83,7 @@ def main() -> None:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One run of the three ways, each on a stream of its own."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = aioredis.from_url(url)
+    client = await connect(url)
     recs = records(args.records)
     small = recs[: min(len(recs), 20_000)]
     rows = []

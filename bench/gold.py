@@ -41,7 +41,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 
 from assay import logs
 from assay.contracts.config import load_config
@@ -52,6 +51,7 @@ from assay.db.schema import migrate
 from assay.processors.plan import Plan, build_plan
 from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
+from assay.streams.client import connect
 from assay.streams.codec import encode
 from assay.streams.keys import Keys
 
@@ -507,7 +507,7 @@ async def main() -> None:
     timer = StatementTimer()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=timer.attach,
                                      command_timeout=900)
-    client = aioredis.from_url(redis_url)
+    client = await connect(redis_url)
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows: list[Row] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from assay.streams.client import Client
 
-async def backlog(client: aioredis.Redis, stream: str, scan_bound: int = 10_000) -> int | None:
+
+async def backlog(client: Client, stream: str, scan_bound: int = 10_000) -> int | None:
     """Entries the slowest group has not finished (not yet read + read, not acked).
 
     None when no group reads the stream (then nobody is behind, there is only a length).

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
@@ -41,6 +40,7 @@ from assay.contracts.messages import (
 )
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
+from assay.streams.client import CLUSTER_CHANGING, Client
 from assay.streams.codec import (
     MALFORMED,
     Fields,
@@ -52,14 +52,16 @@ from assay.streams.codec import (
     flatten,
 )
 from assay.streams.keys import Keys
+from assay.streams.reads import by_slot, read_group
 
 log = structlog.get_logger("assay.streams")
 
 TRANSIENT = (TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
-             ConnectionError, OSError)
+             ConnectionError, OSError, *CLUSTER_CHANGING)
 """Server faults (BusyLoadingError, a Valkey reading its append-only file, is a
-ConnectionError): retried with capped backoff for as long as they last."""
+ConnectionError) and a cluster in the middle of a failover: retried with capped backoff
+for as long as they last."""
 
 
 RELEASE = """
@@ -163,7 +165,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: Keys,
         processor: Processor,
         divisions: Sequence[str],
@@ -194,6 +196,7 @@ class Consumer:
         self.stopping = asyncio.Event()
         self.dead_lettered = 0
         self.batches = 0
+        self.interruptions = 0  # transient errors seen: lost connections, a failover
         self._per_entry: dict[str, float] = {}
         self._looked: dict[str, float] = {}
         self._release = client.register_script(RELEASE)
@@ -237,7 +240,7 @@ class Consumer:
         try:
             await self._retrying(self.beat_once)
             await self._retrying(self.ensure_groups)
-            await asyncio.gather(*(self._run_stream(s, burst) for s in self.streams))
+            await asyncio.gather(*(self._run_slot(s, burst) for s in by_slot(self.streams)))
         except Stopped:
             log.warning("consumer_stopped_while_retrying", layer=self.layer, consumer=self.name)
         finally:
@@ -259,59 +262,81 @@ class Consumer:
             except TRANSIENT as exc:
                 log.warning("heartbeat_failed", layer=self.layer, error=str(exc))
 
-    async def _run_stream(self, stream: str, burst: bool) -> None:
-        bound = log.bind(layer=self.layer, stream=stream, group=self.group, consumer=self.name)
-        reading_history = True
-        batches = 0
+    async def _run_slot(self, streams: list[str], burst: bool) -> None:
+        """The streams of one cluster slot: each in turn while any has work, then one
+        blocking read on all of them together (``streams.reads``)."""
+        bounds = {s: log.bind(layer=self.layer, stream=s, group=self.group, consumer=self.name)
+                  for s in streams}
+        history = set(streams)
+        batches = dict.fromkeys(streams, 0)
+        interruptions = self.interruptions
         while not self.stopping.is_set():
-            entries: list[tuple[str, dict[bytes, bytes], int]] = []
-            if reading_history:
-                entries = await self._retrying(lambda: self._history(stream))
-                reading_history = bool(entries)
-            if not entries and self._time_to_look(stream):
-                entries = await self._retrying(lambda: self._claim_from_gone(stream))
-            if not entries:
-                entries = await self._retrying(lambda: self._claim(stream))
-            if not entries:
-                fresh = await self._retrying(
-                    lambda: self._read(stream, ">", block=not burst))
-                entries = [(i, f, 1) for i, f in fresh]
-            if not entries:
-                if burst:
+            if self.interruptions != interruptions:
+                # After a lost connection or a failover, what was read but not acked may
+                # still be ours: read our pending entries again before anything new.
+                interruptions, history = self.interruptions, set(streams)
+            work: list[tuple[str, list[tuple[str, dict[bytes, bytes], int]]]] = []
+            for stream in streams:
+                entries = await self._next(stream, history)
+                if entries:
+                    work.append((stream, entries))
+            if not work:
+                work = await self._retrying(partial(self._read, streams, block=not burst))
+                if not work and burst:
                     return
-                continue
-            emitted = await self._handle(bound, stream, entries)
-            batches += 1
-            if not burst:
-                await self._wait_downstream(bound, emitted)
-            if batches % self.settings.trim_every == 0 and stream not in self.kept:
-                await self._retrying(lambda: self.trim(stream))
+            for stream, entries in work:  # everything read is handled, also when stopping
+                emitted = await self._handle(bounds[stream], stream, entries)
+                batches[stream] += 1
+                if not burst:
+                    await self._wait_downstream(bounds[stream], emitted)
+                if batches[stream] % self.settings.trim_every == 0 and stream not in self.kept:
+                    await self._retrying(partial(self.trim, stream))
+
+    async def _next(self, stream: str, history: set[str]
+                    ) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """A stream's next batch without waiting: own pending entries (until there are
+        none; ``history`` holds the streams still being looked at), entries of consumers
+        that are gone (looked for once a heartbeat), reclaimed ones, new ones."""
+        if stream in history:
+            entries = await self._retrying(partial(self._history, stream))
+            if entries:
+                return entries
+            history.discard(stream)
+        if self._time_to_look(stream):
+            entries = await self._retrying(partial(self._claim_from_gone, stream))
+            if entries:
+                return entries
+        entries = await self._retrying(partial(self._claim, stream))
+        if entries:
+            return entries
+        fresh = await self._retrying(partial(self._read, [stream]))
+        return fresh[0][1] if fresh else []
 
     def _count(self, stream: str) -> int:
         """Entries to read so that a batch holds about ``batch_size`` records."""
         per_entry = self._per_entry.get(stream, float(self.settings.batch_size))
         return max(1, int(self.settings.batch_size / per_entry))
 
-    async def _read(self, stream: str, start: str, block: bool = False
-                    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        reply: Any = await self.redis.xreadgroup(
-            self.group, self.name, {stream: start}, count=self._count(stream),
-            block=self.settings.block_ms if block else None)
-        if not reply:
-            return []
-        return [(_text(i), f) for i, f in reply[0][1] if f is not None]
+    async def _read(self, streams: list[str], block: bool = False
+                    ) -> list[tuple[str, list[tuple[str, dict[bytes, bytes], int]]]]:
+        """New entries of streams of one slot, in one read (blocking, ``block_ms``, or not)."""
+        found = await read_group(self.redis, self.group, self.name, dict.fromkeys(streams, ">"),
+                                 count=min(self._count(s) for s in streams),
+                                 block_ms=self.settings.block_ms if block else None)
+        return [(stream, [(i, f, 1) for i, f in entries if f is not None])
+                for stream, entries in found.items() if entries]
 
     async def _history(self, stream: str) -> list[tuple[str, dict[bytes, bytes], int]]:
         """This consumer's own pending entries (from before a restart), oldest first."""
-        reply: Any = await self.redis.xreadgroup(self.group, self.name, {stream: "0"},
-                                                 count=self._count(stream))
-        raw = reply[0][1] if reply else []
+        found = await read_group(self.redis, self.group, self.name, {stream: "0"},
+                                 count=self._count(stream))
+        raw = found.get(stream, [])
         gone = [i for i, f in raw if f is None]
         if gone:
             # Trimmed while pending: nothing left to process; ack so they stop blocking us.
-            log.error("pending_entries_deleted", stream=stream, ids=[_text(i) for i in gone])
+            log.error("pending_entries_deleted", stream=stream, ids=gone)
             await self.redis.xack(stream, self.group, *gone)
-        entries = [(_text(i), f) for i, f in raw if f is not None]
+        entries = [(i, f) for i, f in raw if f is not None]
         return await self._with_deliveries(stream, entries) if entries else []
 
     def _time_to_look(self, stream: str) -> bool:
@@ -570,6 +595,7 @@ class Consumer:
             try:
                 return await action()
             except TRANSIENT as exc:
+                self.interruptions += 1
                 if self.stopping.is_set():
                     raise Stopped from exc
                 log.warning("transient_error", layer=self.layer, error=f"{type(exc).__name__}: "

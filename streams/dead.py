@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from assay.contracts.messages import DeadLetter
 from assay.streams import keys as channels
+from assay.streams.client import Client
 from assay.streams.codec import decode_entry
 from assay.streams.keys import Keys
 
 
-async def dead_letters(client: aioredis.Redis, keys: Keys, division: str,
+async def dead_letters(client: Client, keys: Keys, division: str,
                        count: int | None = None) -> list[dict[str, Any]]:
     """The newest ``count`` entries (all without) of a division's dead stream, oldest first,
     as JSON-ready dicts: each dead letter's fields (bytes as base64) and ``id``, the dead
@@ -34,7 +34,7 @@ async def dead_letters(client: aioredis.Redis, keys: Keys, division: str,
     return shown
 
 
-async def dead_letter_count(client: aioredis.Redis, keys: Keys, divisions: list[str]) -> int:
+async def dead_letter_count(client: Client, keys: Keys, divisions: list[str]) -> int:
     """How many entries the dead-letter streams of these divisions hold."""
     total = 0
     for division in divisions:

@@ -1,7 +1,9 @@
 """Every Redis key name, stream and consumer group of assay, in one place.
 
 Keys of one division share a Redis Cluster hash tag (``{division}``), so every
-multi-key command and script issued for a division maps to one cluster slot.
+multi-key command and script issued for a division maps to one cluster slot. Keys that
+belong to no division carry the tag ``{_global}`` (no division name starts with ``_``)
+and are never used in one command with a division's keys.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ WINDOWS = "windows"
 """Window outcomes from the barrier; Gold reads it."""
 
 CHANNELS = (INGEST, BRONZE, ACCOUNTED, DEAD, WINDOWS)
+
+GLOBAL_TAG = "_global"
+"""The hash tag of keys that belong to no division."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Keys:
 
     def alerts(self) -> str:
         """The monitor's active alerts (a hash), kept across its restarts."""
-        return f"{self.prefix}:alerts"
+        return f"{self.prefix}:{{{GLOBAL_TAG}}}:alerts"
 
     def division_of(self, stream: str) -> str:
         return stream[stream.index("{") + 1 : stream.index("}")]

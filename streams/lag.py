@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from assay.streams import keys as channels
+from assay.streams.client import Client
 from assay.streams.keys import Keys
 
 LagSource = Literal["xinfo", "range", "range_bounded"]
@@ -96,7 +96,7 @@ def by_channel(layers: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return inverted
 
 
-async def snapshot(client: aioredis.Redis, keys: Keys, divisions: Sequence[str],
+async def snapshot(client: Client, keys: Keys, divisions: Sequence[str],
                    layers_by_channel: Mapping[str, Sequence[str]], *,
                    clock: Callable[[], float] = time.time,
                    scan_bound: int = 10_000) -> LagReport:
@@ -134,7 +134,7 @@ def with_rates(report: LagReport, previous: LagReport | None) -> LagReport:
 class LagTracker:
     """Takes snapshots and keeps the previous one, so each carries its read rates."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, divisions: Sequence[str],
+    def __init__(self, client: Client, keys: Keys, divisions: Sequence[str],
                  layers_by_channel: Mapping[str, Sequence[str]], *,
                  clock: Callable[[], float] = time.time, scan_bound: int = 10_000) -> None:
         self.redis = client
@@ -153,7 +153,7 @@ class LagTracker:
         return report
 
 
-async def _stream(client: aioredis.Redis, keys: Keys, division: str, channel: str,
+async def _stream(client: Client, keys: Keys, division: str, channel: str,
                   layers: Sequence[str], scan_bound: int) -> StreamLag:
     name = keys.stream(division, channel)
     info = await _stream_info(client, name)
@@ -166,7 +166,7 @@ async def _stream(client: aioredis.Redis, keys: Keys, division: str, channel: st
                      missing=tuple(layer for layer in layers if layer not in present))
 
 
-async def _stream_info(client: aioredis.Redis, name: str) -> dict[str, Any]:
+async def _stream_info(client: Client, name: str) -> dict[str, Any]:
     """XINFO STREAM, or an empty dict when the stream does not exist yet."""
     try:
         return dict(await client.xinfo_stream(name))
@@ -176,7 +176,7 @@ async def _stream_info(client: aioredis.Redis, name: str) -> dict[str, Any]:
         raise
 
 
-async def _group(client: aioredis.Redis, keys: Keys, stream: str, info: dict[str, Any],
+async def _group(client: Client, keys: Keys, stream: str, info: dict[str, Any],
                  scan_bound: int) -> GroupLag:
     group = _text(info["name"])
     last_id = _text(info["last-delivered-id"])
@@ -198,7 +198,7 @@ async def _group(client: aioredis.Redis, keys: Keys, stream: str, info: dict[str
                         for c in consumers))
 
 
-async def _count_after(client: aioredis.Redis, stream: str, last_id: str, bound: int
+async def _count_after(client: Client, stream: str, last_id: str, bound: int
                        ) -> tuple[int, LagSource]:
     """Entries after ``last_id``, counted up to ``bound`` (then: at least ``bound``)."""
     entries = await client.xrange(stream, min=f"({last_id}", max="+", count=bound + 1) or []

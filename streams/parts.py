@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from assay.streams.client import Client
 from assay.streams.keys import Keys
 
 _CLAIM = """
@@ -83,7 +83,7 @@ class Claim:
 class TableParts:
     """Row ranges of tables sent in parts, each stored under its request's key."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, ttl_s: int = 86_400,
+    def __init__(self, client: Client, keys: Keys, ttl_s: int = 86_400,
                  lease_ms: int = 30_000) -> None:
         self.redis = client
         self.keys = keys

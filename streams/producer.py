@@ -21,13 +21,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
 from assay.contracts.messages import Operation, Record, RecordBatch, Scalar, TableEnd
 from assay.streams import keys as channels
 from assay.streams.backlog import backlog
+from assay.streams.client import CLUSTER_CHANGING, Client
 from assay.streams.codec import encode, with_big_ints_as_text
 from assay.streams.keys import Keys
 
@@ -60,13 +60,13 @@ class Producer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: Keys,
         *,
         known: Mapping[str, Iterable[str]] | None = None,
         chunk_size: int = 500,
         max_backlog: int = 100,
-        retries: int | None = 5,
+        retries: int | None = 10,
         deadline: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -179,7 +179,7 @@ class Producer:
             try:
                 return await send()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    ConnectionError, OSError) as exc:
+                    ConnectionError, OSError, *CLUSTER_CHANGING) as exc:
                 if attempt == self.retries:
                     raise
                 self._check_deadline(f"retrying ({type(exc).__name__}: {exc})")

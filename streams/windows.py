@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from assay.contracts.errors import RecordError, TransientError
 from assay.contracts.messages import MAX_ROW
 from assay.streams import keys as channels
+from assay.streams.client import Client
 from assay.streams.keys import Keys
 
 BUSY = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOSCRIPT")
@@ -250,7 +250,7 @@ class WindowPolicy:
 class WindowStore:
     """Atomic window-state updates for the barrier."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Client, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
         self._account = client.register_script(_ACCOUNT)

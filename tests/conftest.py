@@ -157,3 +157,13 @@ async def ctx(open_ctx: OpenContext, config_dir: Path) -> Context:
 def item_rows(n: int, start: int = 1) -> list[dict[str, Any]]:
     return [{"id": str(i), "name": f"item {i}", "qty": str(i % 7), "weight": "2.5",
              "unit": "LB" if i % 2 else "G "} for i in range(start, start + n)]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real 3-master Redis Cluster of valkey-server nodes for the session (never skipped:
+    a missing binary fails)."""
+    from assay.services.cluster import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3) as running:
+        yield running

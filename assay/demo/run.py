@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -23,9 +23,10 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
+from assay.contracts.config import DivisionConfig
 from assay.db import report
 from assay.db.pool import TRANSIENT_PG
-from assay.demo.simulator import Simulator
+from assay.demo.simulator import Export, Simulator
 from assay.demo.via_http import HttpSide, replay_http, start_serve
 from assay.runner import LAYERS, Context, open_context
 from assay.streams.consumer import TRANSIENT
@@ -141,6 +142,22 @@ def _producer(ctx: Context, deadline: float) -> Producer:
                     retries=None, deadline=deadline)
 
 
+def division_routes(divisions: Mapping[str, DivisionConfig], groups: Mapping[str, str]
+                    ) -> dict[str, str]:
+    """The config division each simulated division's exports go to: the one whose display
+    name is the territory group's ('North America' → whatever id the config gives it), else
+    the simulator's own id. Any division id works, e.g. ids that spread over cluster nodes."""
+    by_name = {config.name: division for division, config in divisions.items()}
+    return {own: by_name.get(group, own) for own, group in groups.items()}
+
+
+def exports(ctx: Context, simulator: Simulator) -> Iterator[Export]:
+    """The simulator's exports, each addressed to its config division."""
+    route = division_routes(ctx.plan.config.divisions, simulator.divisions)
+    for export in simulator.exports():
+        yield replace(export, division=route[export.division])
+
+
 async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: float) -> int:
     """Send every export in window order; returns the number of records sent.
 
@@ -149,7 +166,7 @@ async def replay(ctx: Context, simulator: Simulator, err: TextIO, deadline: floa
     producer = _producer(ctx, deadline)
     sent = 0
     window = ""
-    for export in simulator.exports():
+    for export in exports(ctx, simulator):
         if export.window != window:
             window = export.window
             err.write(f"\r  replaying window {window} ({sent:,} records sent)")
@@ -166,7 +183,7 @@ async def resend(ctx: Context, simulator: Simulator, windows: set[tuple[str, str
     what a Redis that lost its last writes dropped arrives, nothing is doubled."""
     producer = _producer(ctx, deadline)
     sent = 0
-    for export in simulator.exports():
+    for export in exports(ctx, simulator):
         if (export.division, export.window) in windows:
             sent += await producer.send_table(
                 TableTarget(export.division, export.table, export.window), export.rows)
@@ -271,7 +288,7 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     try:
         if options.via == "http":
             side = await _start_http(options, redis_url, database_url, err)
-            http_rows = await replay_http(side, simulator.exports(), err)
+            http_rows = await replay_http(side, exports(ctx, simulator), err)
             records_in = sum(len(e.rows) for e in simulator.exports())
         else:
             records_in = await replay(ctx, simulator, err, deadline)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 
 from assay.contracts.messages import WindowEvent
@@ -36,6 +35,7 @@ from assay.contracts.ops import (
 from assay.ops.gold_watch import Unapplied
 from assay.ops.metrics import Metrics
 from assay.ops.notify import AlertNotice, Notification, Notifier, lacking_of, missing_text
+from assay.streams.client import Client
 from assay.streams.consumer import TRANSIENT
 from assay.streams.lag import GroupLag, LagReport, StreamLag
 
@@ -68,7 +68,7 @@ class AlertStore:
     the store can cost a restart a repeated notification but never a lost one.
     """
 
-    def __init__(self, client: aioredis.Redis, key: str) -> None:
+    def __init__(self, client: Client, key: str) -> None:
         self.client = client
         self.key = key
 

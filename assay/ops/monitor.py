@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
 
 from assay.contracts.ops import AlertsConfig, NotificationsConfig
@@ -24,6 +23,7 @@ from assay.ops.metrics import Metrics, start_metrics_server
 from assay.ops.notify import Notifier
 from assay.ops.observe import WindowWatcher
 from assay.streams import keys as channels
+from assay.streams.client import Client
 from assay.streams.consumer import TRANSIENT, Consumer, RuntimeSettings
 from assay.streams.keys import Keys
 from assay.streams.lag import LagReport, LagTracker, by_channel
@@ -101,7 +101,7 @@ async def _restore(rules: Alerts, stop: asyncio.Event) -> None:
             delay = min(delay * 2, 10.0)
 
 
-async def serve(client: aioredis.Redis, keys: Keys, divisions: Mapping[str, str],
+async def serve(client: Client, keys: Keys, divisions: Mapping[str, str],
                 layers: Mapping[str, Sequence[str]], *, environment: str,
                 notifications: NotificationsConfig | None, alerts: AlertsConfig | None,
                 settings: RuntimeSettings, stop: asyncio.Event, burst: bool = False,

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from assay.contracts.config import Config
 from assay.db import report
+from assay.streams.client import Client
 from assay.streams.keys import Keys
 from assay.streams.windows import WindowStore
 
 
-async def read_windows(client: aioredis.Redis, conn: asyncpg.Connection | asyncpg.Pool,
+async def read_windows(client: Client, conn: asyncpg.Connection | asyncpg.Pool,
                        keys: Keys, config: Config, divisions: Sequence[str], now: float
                        ) -> list[dict[str, Any]]:
     """The windows of ``divisions`` (oldest first per division), as rows."""
@@ -25,7 +25,7 @@ async def read_windows(client: aioredis.Redis, conn: asyncpg.Connection | asyncp
     return window_rows(found, applied, config, now)
 
 
-async def window_summary(client: aioredis.Redis, keys: Keys, config: Config, division: str,
+async def window_summary(client: Client, keys: Keys, config: Config, division: str,
                          applied: dict[tuple[str, str], dict[str, Any]], now: float, *,
                          waiting: int = 50, done: int = 8
                          ) -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
