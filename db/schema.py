@@ -42,6 +42,9 @@ class TableShape:
     not_null: Sequence[str] = ()
     indexes: Sequence[str] = field(default_factory=tuple)
     """Extra index definitions, as ``(expression, ...)`` SQL over quoted columns."""
+    statistics: Sequence[str] = field(default_factory=tuple)
+    """Expressions to keep statistics of (``CREATE STATISTICS``), as ``(expression)`` SQL:
+    what the planner needs to estimate an expression only a partial index holds."""
 
 
 def index_name(table: str, expression: str) -> str:
@@ -147,10 +150,31 @@ async def _migrate_table(conn: asyncpg.Connection, schema: str, shape: TableShap
     for name, expression in wanted.items():
         if name not in present:
             await conn.execute(f"CREATE INDEX {quote(name)} ON {table} {expression}")
+    changes.extend(await _migrate_statistics(conn, schema, shape))
     await conn.executemany(
         f'INSERT INTO {qualified(schema, "_assay_columns")} ("table_name", "column_name",'
         ' "sql_type") VALUES ($1, $2, $3) ON CONFLICT ("table_name", "column_name")'
         ' DO UPDATE SET "sql_type" = EXCLUDED."sql_type"',
         [(shape.name, c, t) for c, t in shape.columns.items()],
     )
+    return changes
+
+
+async def _migrate_statistics(conn: asyncpg.Connection, schema: str, shape: TableShape
+                              ) -> list[str]:
+    """Create the statistics objects the shape wants, drop ours it no longer wants."""
+    table = qualified(schema, shape.name)
+    wanted = {f"{shape.name}_s" + index_name(shape.name, e).rsplit("_x", 1)[1]: e
+              for e in shape.statistics}
+    present = {r[0] for r in await conn.fetch(
+        "SELECT stxname FROM pg_statistic_ext WHERE stxrelid = $1::regclass", table)}
+    changes = []
+    for name in sorted(present - set(wanted)):
+        if name.startswith(f"{shape.name}_s"):
+            await conn.execute(f"DROP STATISTICS {qualified(schema, name)}")
+            changes.append(f"dropped statistics {name}")
+    for name, expression in wanted.items():
+        if name not in present:
+            await conn.execute(f"CREATE STATISTICS {qualified(schema, name)} ON {expression}"
+                               f" FROM {table}")
     return changes

@@ -635,3 +635,57 @@ async def test_no_gold_statement_uses_ilike_or_a_leading_wildcard(ctx: Context) 
     unindexable = re.compile(r"\bI?LIKE\b|~~|\bSIMILAR\b|'%", re.IGNORECASE)
     assert [s for s in statements if unindexable.search(s)] == []
     assert any("gold_link_unmatched" in s for s in sql_literals(assay.db.gold))
+
+
+async def test_a_windows_linkage_over_a_million_rows_scans_only_indexes(ctx: Context) -> None:
+    # History: 100k accounts and 1M shipment lines, one in 21 of them waiting for an
+    # account no one has yet. The window: 10k lines and 301 accounts — 300 for keys that
+    # have waited, one with a lower id than an account of the history.
+    history, accounts, keys, window = 1_000_000, 100_000, 105_000, 10_000
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") SELECT 'CRM-' || lpad(i::text, 8, '0'),"
+        " '  aw' || lpad(i::text, 8, '0') || ' ', 'Account ' || i, $1, 'h'"
+        " FROM generate_series(1, $2) AS i", DIVISION, accounts)
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "shipment")} (line_id, order_id, product_id, qty,'
+        ' customer_account, crm_account_id, "_division", "_window")'
+        " SELECT i, i / 5, i % 500, 1, 'AW' || lpad(a::text, 8, '0'),"
+        " CASE WHEN a <= $2::bigint THEN 'CRM-' || lpad(a::text, 8, '0') END, $1,"
+        " CASE WHEN i > $3::bigint THEN 'new' ELSE 'h' END"
+        " FROM generate_series(1, $3::bigint + $5::bigint) AS i,"
+        " LATERAL (SELECT 1 + i % $4::bigint AS a) AS pick",
+        DIVISION, accounts, history, keys, window)
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") SELECT 'CRM-' || lpad(i::text, 8, '0'), 'AW' || lpad(i::text, 8, '0'),"
+        " 'Account ' || i, $1, 'new' FROM generate_series($2::bigint + 1, $2::bigint + 300) AS i"
+        " UNION ALL SELECT 'CRM-0', 'aw00000005', 'Lower', $1, 'new'", DIVISION, accounts)
+    await ctx.pool.execute(f"ANALYZE {gold(ctx, 'account')}, {gold(ctx, 'shipment')}")
+    [target] = [t for t in ctx.plan.gold.links if t.table == "shipment"]
+    moves = ctx.plan.gold.moves
+    assert moves is not None
+    gold_tables = {s.name for s in ctx.plan.gold.shapes}
+    scanned: dict[str, set[str]] = {}
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for name, statement, args in [
+                ("relink", target.relink, (DIVISION, "new")),
+                ("displace", target.displace, (DIVISION, "new")),
+                ("missing", target.missing, (DIVISION, "new")),
+                ("moved", moves.relinks[1], (["CRM-00000007"],))]:
+            plan = json.loads(await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args))[0]["Plan"]
+            scanned[name] = {n["Relation Name"] for n in plan_nodes(plan)
+                             if n["Node Type"] == "Seq Scan"} & gold_tables
+        linked = await conn.fetchval(
+            f"SELECT count(*) FROM {gold(ctx, 'shipment')} WHERE crm_account_id IS NOT NULL"
+            " AND customer_account BETWEEN 'AW00100001' AND 'AW00100300'")
+        lower = await conn.fetchval(f"SELECT count(*) FROM {gold(ctx, 'shipment')}"
+                                    " WHERE crm_account_id = 'CRM-0'")
+    assert scanned == {"relink": set(), "displace": set(), "missing": set(), "moved": set()}
+    assert moves.relinks[1].startswith(f"UPDATE {gold(ctx, 'shipment')}")
+    expected = await ctx.pool.fetchval(
+        f"SELECT count(*) FROM {gold(ctx, 'shipment')}"
+        " WHERE customer_account BETWEEN 'AW00100001' AND 'AW00100300'")
+    assert linked == expected > 0
+    assert lower == (history + window) // keys + 1  # every line of account 5 moved
