@@ -504,6 +504,24 @@ async def test_assay_windows_shows_what_gold_applied(ctx: Context, tmp_path: Pat
     assert row["gold_s"] is not None and row["gold_s"] >= 0
 
 
+async def test_assay_gold_rebuild_recomputes_the_kpis_from_all_facts(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
+    await send_window(ctx, "2023-12", KPI_DATA_2023)
+    await send_window(ctx, "2024-12", KPI_DATA_2024)
+    before = await snapshot(ctx)
+    # KPI rows and sums as a config change to the KPI would leave them: stale.
+    await ctx.pool.execute(f"DELETE FROM {gold(ctx, 'kpi_shipped')} WHERE period = 'Q1'")
+    await ctx.pool.execute(f"UPDATE {gold(ctx, 'kpi_shipped_sums')} SET qty = qty + 1")
+    assert await snapshot(ctx) != before
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "ASSAY_KEY_PREFIX": ctx.keys.prefix}
+    result = subprocess.run([sys.executable, "-m", "assay", "gold", "rebuild", "--config",
+                             str(tmp_path / "config")], capture_output=True, text=True,
+                            env=env, check=True, timeout=120)
+    assert result.stdout.strip() == "rebuilt: 1 KPI tables"
+    assert await snapshot(ctx) == before
+
+
 async def test_a_completed_window_gold_has_not_applied_raises_an_alert(ctx: Context) -> None:
     await send_window(ctx, "2024-01", merged(
         CATALOGUE, sale(1, "AW00000001", "2024-01-15 10:00:00", [(1, 10, "2")])), gold=False)

@@ -196,7 +196,7 @@ def test_incremental_kpis_equal_a_full_recompute_after_every_window(
     asyncio.run(create(database_url, plan))
     seen: list[int] = []
 
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=50, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(seed, st.lists(window, min_size=1, max_size=6))
     def windows_apply(first: dict[str, Any], windows: list[dict[str, Any]]) -> None:
