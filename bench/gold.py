@@ -261,8 +261,8 @@ async def add_window(pool: asyncpg.Pool, s: str, window: Window) -> None:
         await conn.execute(CUSTOMER_ROWS.format(s=s), [DIVISIONS[0]] * 3, window.customers[0],
                            window.customers[1], window.name)
         await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, window.customers[0],
-                           window.customers[1], window.name, [False, True])
-        # Accounts for 300 customers whose orders have waited unlinked since the history.
+                           window.customers[1], window.name, window.accounts)
+        # Accounts for the customers whose rows waited unlinked since the window before.
         await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, *window.waiting,
                            window.name, [True])
         for template in (order_rows, invoice_rows):
@@ -274,14 +274,21 @@ async def add_window(pool: asyncpg.Pool, s: str, window: Window) -> None:
 
 @dataclass(frozen=True)
 class Window:
-    """The new window of step ``step``: its name, month and id ranges (none reused)."""
+    """A new window of step ``step``: part 0 brings 600 customers of which every 33rd has
+    no account yet; part 1, the window measured, brings 600 more with their accounts and
+    the accounts part 0's customers waited for. Names, months and ids are never reused."""
 
     step: int
     size: int
+    part: int
+
+    @property
+    def n(self) -> int:
+        return 2 * self.step + self.part
 
     @property
     def name(self) -> str:
-        return f"2025-{self.step + 1:02d}"
+        return f"2025-{self.step + 1:02d}" + ("" if self.part else "-a")
 
     @property
     def month(self) -> str:
@@ -289,7 +296,7 @@ class Window:
 
     @property
     def lines(self) -> tuple[int, int]:
-        first = WINDOW_IDS + self.step * 10 * self.size
+        first = WINDOW_IDS + self.n * 10 * self.size
         return first, first + self.size - 1
 
     @property
@@ -300,12 +307,20 @@ class Window:
 
     @property
     def customers(self) -> tuple[int, int]:
-        first = CUSTOMERS + 1 + self.step * NEW_CUSTOMERS
+        first = CUSTOMERS + 1 + self.n * NEW_CUSTOMERS
         return first, first + NEW_CUSTOMERS - 1
 
     @property
+    def accounts(self) -> list[bool]:
+        """Which of its customers get accounts (by ``c % 33 = 0``)."""
+        return [False, True] if self.part else [False]
+
+    @property
     def waiting(self) -> tuple[int, int]:
-        return 1 + self.step * 9_900, (self.step + 1) * 9_900
+        """Customers of part 0 whose rows waited, given their accounts by part 1."""
+        if not self.part:
+            return 1, 0
+        return Window(self.step, self.size, 0).customers
 
 
 def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
@@ -316,8 +331,8 @@ def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
     if plan.gold.moves:
         kind |= {sql: "link" for sql in (plan.gold.moves.find, *plan.gold.moves.relinks)}
     kind |= {sql: "kpi" for kpi in plan.gold.kpis
-             for sql in (kpi.prepare, kpi.reach, kpi.goals, kpi.merge, kpi.prune, kpi.clear,
-                         kpi.render)}
+             for sql in (*kpi.prepare, kpi.present, *kpi.reach, kpi.contribute, kpi.reset,
+                         kpi.goals, kpi.merge, kpi.prune, kpi.clear, kpi.render)}
     parts: dict[str, float] = defaultdict(float)
     for sql, seconds in timer.elapsed.items():
         # Snapshot deletes in Silver and the statistics a large window refreshes are sync.
@@ -381,7 +396,10 @@ async def curve(ctx: Context, timer: StatementTimer, sizes: list[int], window_li
             for kpi in plan.gold.kpis:
                 await kpi.rebuild(conn, divisions)
         build = time.perf_counter() - started
-        window = Window(step, window_lines)
+        before = Window(step, window_lines, 0)
+        await add_window(pool, s, before)
+        await window_to_kpis(ctx, timer, before.name)
+        window = Window(step, window_lines, 1)
         await add_window(pool, s, window)
         whole = await window_to_kpis(ctx, timer, window.name)
         if verbose:

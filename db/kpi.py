@@ -97,8 +97,11 @@ def _tag(schema: str, name: str) -> str:
 class KpiSql:
     """The statements keeping one KPI: incremental per window, and the full recompute."""
 
-    prepare: str
-    reach: str
+    prepare: tuple[str, ...]
+    present: str
+    reach: tuple[str, ...]
+    contribute: str
+    reset: str
     goals: str
     merge: str
     prune: str
@@ -114,6 +117,7 @@ class KpiSql:
         target = qualified(schema, f"gold_kpi_{name}")
         sums = qualified(schema, f"gold_kpi_{name}_sums")
         delta = quote(f"_kpi_delta_{_tag(schema, name)}")
+        reached = quote(f"_kpi_reach_{_tag(schema, name)}")
         dims = list(kpi.dimensions)
         numbers = [f"_{p}" for p in kpi.periods]
         facts_alias = quote(kpi.facts)
@@ -165,14 +169,21 @@ class KpiSql:
             + f", count(*), count({qty}), coalesce(sum({qty}), 0), {weight}"
             f" FROM {{source}} WHERE true{not_null}"
             " GROUP BY " + ", ".join(str(i + 1) for i in range(len(base_cols))))
-        reached = " UNION ".join(window_rows(t) for t in [kpi.facts, *joins])
-        reach = (
+        # Which tables the window changed, then per such table the facts it reaches (each
+        # statement planned on its own estimates), then their contributions.
+        tables = [kpi.facts, *joins]
+        present = "SELECT ARRAY[" + ", ".join(
+            f"EXISTS (SELECT 1 FROM {qualified(schema, f'silver_{sources[t].silver}')}"
+            ' WHERE "_division" = $1 AND "_window" = $2)' for t in tables) + "]"
+        reach = tuple(f"INSERT INTO {reached} {window_rows(t)}" for t in tables)
+        contribute = (
             f"INSERT INTO {delta} ({listed}, facts, qty_n, qty, weight)"
-            f" SELECT {listed}, $3::int * facts, $3::int * qty_n, $3::int * qty,"
-            f" $3::int * weight FROM ("
-            + contributions.format(source=source())
-            .replace(" WHERE true", f" WHERE ({fact_cols}) IN ({reached})")
+            f" SELECT {listed}, $1::int * facts, $1::int * qty_n, $1::int * qty,"
+            f" $1::int * weight FROM ("
+            + contributions.format(source=source()).replace(
+                " WHERE true", f" WHERE ({fact_cols}) IN (SELECT DISTINCT * FROM {reached})")
             + f") AS c ({listed}, facts, qty_n, qty, weight)")
+        reset = f"DELETE FROM {reached}"
         goal_table = quote(kpi.goals.table)
         goal_src = sources[kpi.goals.table]
         goal_match = " AND ".join(f"{goal_table}.{quote(g)} = \"_w\".{quote(s)}"
@@ -194,7 +205,10 @@ class KpiSql:
             + ", ".join(f"{quote(c)} {t}" for c, t in
                         {"division": "text", **{d: dimension_types[d] for d in dims},
                          **{n: "integer" for n in numbers}, **SUMS}.items())
-            + ") ON COMMIT DELETE ROWS")
+            + ") ON COMMIT DELETE ROWS",
+            f"CREATE TEMP TABLE IF NOT EXISTS {reached} ON COMMIT DELETE ROWS AS"
+            f" SELECT {fact_cols} FROM {qualified(schema, f'gold_{kpi.facts}')}"
+            f" AS {facts_alias} WITH NO DATA")
         conflict = ", ".join(f"{c} = s.{c} + EXCLUDED.{c}" for c in SUMS)
         merge = (
             f"INSERT INTO {sums} AS s ({listed}, facts, qty_n, qty, weight)"
@@ -216,7 +230,8 @@ class KpiSql:
                      f"INSERT INTO {sums} ({listed}, facts, qty_n, qty, weight) "
                      + contributions.format(source=source()))
         full_delete, full_insert = cls._full(schema, target, kpi, source())
-        return cls(prepare, reach, goals, merge, prune, clear, render, full_sums,
+        return cls(prepare, present, reach, contribute, reset, goals, merge, prune, clear,
+                   render, full_sums,
                    full_delete, full_insert)
 
     @staticmethod
@@ -360,8 +375,9 @@ class KpiSql:
                      divisions: Mapping[str, str]) -> None:
         """Before the window's sync: subtract the facts it reaches where they were, and
         note the goal groups it changes."""
-        await conn.execute(self.prepare)
-        await conn.execute(self.reach, division, window, -1)
+        for statement in self.prepare:
+            await conn.execute(statement)
+        await self._reach(conn, division, window, -1)
         await conn.execute(self.goals, division, window, list(divisions),
                            list(divisions.values()))
 
@@ -370,12 +386,23 @@ class KpiSql:
         """After the sync: add the facts where they are now, fold the delta into the sums
         and render the touched groups and the year after each again."""
         ids, names = list(divisions), list(divisions.values())
-        await conn.execute(self.reach, division, window, 1)
+        await self._reach(conn, division, window, 1)
         await conn.execute(self.goals, division, window, ids, names)
         await conn.execute(self.merge)
         await conn.execute(self.prune)
         await conn.execute(self.clear)
         await conn.execute(self.render, ids, names)
+
+    async def _reach(self, conn: asyncpg.Connection, division: str, window: str,
+                     sign: int) -> None:
+        """The facts the window reaches through each table it changed, summed with
+        ``sign`` into the delta."""
+        changed = await conn.fetchval(self.present, division, window)
+        for statement, present in zip(self.reach, changed, strict=True):
+            if present:
+                await conn.execute(statement, division, window)
+        await conn.execute(self.contribute, sign)
+        await conn.execute(self.reset)
 
     async def rebuild(self, conn: asyncpg.Connection, divisions: Mapping[str, str]) -> None:
         """The full recompute: every fact summed again, every division's rows rendered
