@@ -1,16 +1,25 @@
-"""Gold at scale: a window's apply over a large history, and CRM↔ERP linkage.
+"""Gold at scale: a window's apply over a growing history, and CRM↔ERP linkage.
 
-    python -m bench.gold [--lines 1000000] [--window-lines 100000] [--accounts 1000000]
+    python -m bench.gold [--lines 1000000 4000000 16000000] [--window-lines 10000]
+                         [--accounts 1000000] [--no-linkage] [--verbose]
 
-1. Window completion to updated KPIs: Silver holds a history of ``--lines`` shipment lines
-   (5 per order, 500 products, 37 subcategories, 4 categories, 20k customers and CRM
-   accounts, 3 divisions, monthly windows over 4 years), brought into Gold window by
-   window with the production statements, then ANALYZEd. Then a new window arrives in
-   Silver (``--window-lines`` lines, their orders and invoices, 600 new customers and
-   accounts, and 300 accounts for customers whose orders waited unlinked), its
-   ``WindowEvent`` is added to the windows stream, and the Gold consumer drains it; every
+Without ``REDIS_URL``/``DATABASE_URL`` it starts (or reuses) the embedded servers, as the
+CLI does.
+
+1. The curve, window completion to updated KPIs: Silver holds a history of ``--lines``
+   shipment lines (5 per order, 500 products, 37 subcategories, 4 categories, 100k
+   customers and CRM accounts — every 33rd customer without one —, 3 divisions, ship dates
+   over 4 years), built with set-based SQL; Gold takes it through the production upserts
+   (account lookups included) over row ranges instead of window by window, then VACUUM
+   ANALYZE and a full KPI recompute. For each size in turn (the history grows from one to
+   the next) two new windows arrive in Silver: one of ``--window-lines`` lines with 600 new
+   customers, every 33rd without an account (not timed), then the one measured:
+   ``--window-lines`` lines, their orders and invoices, 600 new customers with their
+   accounts, and the accounts the first window's customers waited for. Its
+   ``WindowEvent`` is added to the windows stream and the Gold consumer drains it; every
    statement of ``GoldProcessor.apply`` is timed by a query logger on the pool, and the
-   times are split into sync, linkage and KPI recompute.
+   times are split into sync, linkage and KPIs. The curve goes to
+   ``bench/results/gold-curve.md`` (and ``.json``, ``.png``).
 2. Linkage of ``--accounts`` CRM accounts against as many ERP customers, through the
    production sync and link statements: ERP rows arriving for accounts Gold already has
    (linked as they are written; the same sync without lookups for comparison), accounts
@@ -20,7 +29,8 @@
    on a fixed sample of keys under a statement timeout, extrapolated to every key.
 
 Everything lives in a schema of its own, dropped at the end, and Redis keys under a
-prefix of their own. The figures go to stdout and to ``bench/results/gold.md``.
+prefix of their own. Parts 2 and 3 (skipped with ``--no-linkage``) go to stdout and to
+``bench/results/gold.md``.
 """
 
 from __future__ import annotations

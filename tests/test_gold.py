@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import assay.db.gold
+from assay.contracts.config import ConfigError, load_config
 from assay.contracts.messages import msgpack_decoder
 from assay.contracts.ops import WindowNotApplied
 from assay.db.schema import index_name
@@ -707,3 +708,14 @@ async def test_a_windows_linkage_over_a_million_rows_scans_only_indexes(ctx: Con
         " WHERE customer_account BETWEEN 'AW00100001' AND 'AW00100300'")
     assert linked == expected > 0
     assert lower == (history + window) // keys + 1  # every line of account 5 moved
+
+
+def test_a_kpi_cannot_use_the_link_column(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(GOLD))
+    config["kpis"]["shipped"]["dimensions"]["account"] = "sales_order.crm_account_id"
+    config["kpis"]["shipped"]["goals"]["match"]["account"] = "division"
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(tmp_path / "config", "s", config))
+    assert [p.split("/")[-1] for p in raised.value.problems if "link column" in p] == [
+        "gold.json: $.gold.kpis.shipped.dimensions.account: 'sales_order.crm_account_id' is"
+        " the link column, which KPIs cannot use"]
