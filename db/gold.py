@@ -1,8 +1,9 @@
-"""Gold SQL: table sync from Silver, CRM↔ERP linkage on normalised keys, KPI recomputation.
+"""Gold SQL: table sync from Silver and CRM↔ERP linkage on normalised keys (KPIs: kpi.py).
 
 Every statement is built once from config with quoted identifiers; values are bound.
 Account keys are compared as ``trim(lower(key))`` on both sides, with functional
-indexes on exactly that expression, so linking a window's keys is an index lookup.
+indexes on exactly that expression (on a link target, over its waiting rows only), so
+linking a window's keys is an index lookup whatever the size of the history.
 """
 
 from __future__ import annotations
