@@ -338,6 +338,8 @@ def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
     kind = {sql: "sync" for sync in plan.gold.syncs for sql in (sync.upsert, sync.delete)}
     kind |= {sql: "link" for link in plan.gold.links
              for sql in (link.relink, link.displace, link.missing)}
+    if plan.gold.keys:
+        kind |= {sql: "link" for sql in (plan.gold.keys.prepare, *plan.gold.keys.fill)}
     if plan.gold.moves:
         kind |= {sql: "link" for sql in (plan.gold.moves.find, *plan.gold.moves.relinks)}
     kind |= {sql: "kpi" for kpi in plan.gold.kpis
@@ -467,6 +469,8 @@ async def linkage(pool: asyncpg.Pool, plan: Plan, sizes: Sizes) -> LinkFigures:
             await step.run(conn, division, window)
         synced = time.perf_counter() - started
         if link:
+            assert plan.gold.keys is not None
+            await plan.gold.keys.run(conn, division, window)
             await target.run(conn, division, window)
         return synced
 

@@ -8,6 +8,7 @@ linking a window's keys is an index lookup whatever the size of the history.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -247,14 +248,53 @@ async def use_work_mem(conn: asyncpg.Connection, work_mem: str) -> None:
 
 
 @dataclass(frozen=True)
+class WindowKeys:
+    """The account keys a window brought, each with the ids of all accounts holding it now,
+    lowest first: one probe of the accounts' (key, id) index per key, once per window, in
+    a temporary table every link target reads (analysed, so its size is known)."""
+
+    prepare: str
+    fill: tuple[str, ...]
+
+    @classmethod
+    def build(cls, schema: str, lookup: AccountLookup, id_type: str) -> WindowKeys:
+        source = qualified(schema, f"gold_{lookup.accounts}")
+        account_id = quote(lookup.id)
+        table = window_keys_table(schema)
+        return cls(
+            prepare=(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k text, id {id_type},"
+                     f" displaced {id_type}[]) ON COMMIT DELETE ROWS"),
+            fill=(
+                f"DELETE FROM {table}",
+                f"INSERT INTO {table} SELECT keys.k, ids[1], ids[2:] FROM"
+                f" (SELECT DISTINCT {normalised('w', lookup.key)} AS k FROM {source} AS w"
+                ' WHERE w."_division" = $1 AND w."_window" = $2) AS keys,'
+                f" LATERAL (SELECT ARRAY(SELECT a.{account_id} FROM {source} AS a"
+                f" WHERE {normalised('a', lookup.key)} = keys.k"
+                f" ORDER BY a.{account_id})) AS found(ids)",
+                f"ANALYZE {table}"),
+        )
+
+    async def run(self, conn: asyncpg.Connection, division: str, window: str) -> None:
+        await conn.execute(self.prepare)
+        for statement in self.fill:
+            await (conn.execute(statement, division, window) if "$1" in statement
+                   else conn.execute(statement))
+
+
+def window_keys_table(schema: str) -> str:
+    return quote(f"_link_keys_{hashlib.sha1(schema.encode()).hexdigest()[:10]}")
+
+
+@dataclass(frozen=True)
 class LinkTarget:
     """Linking one ERP table's older rows to the accounts a window brought, and counting
     the window's rows that no account matches.
 
-    Each statement starts from the window's accounts (their ``_division``/``_window``
-    index) and probes the target by index: its waiting rows by key, and the rows linked
-    to an account that a lower id of the same key now displaces by link. Neither grows
-    with the rows already linked.
+    Each statement starts from the window's keys (``WindowKeys``, filled first) and
+    probes the target by index: its waiting rows by key, and the rows linked to an
+    account that a lower id of the same key now displaces by link. Neither grows with
+    the rows already linked.
     """
 
     table: str
@@ -264,30 +304,22 @@ class LinkTarget:
 
     @classmethod
     def build(cls, schema: str, lookup: AccountLookup, table: str, key: str) -> LinkTarget:
-        source, target = qualified(schema, f"gold_{lookup.accounts}"), qualified(schema,
-                                                                                 f"gold_{table}")
-        link, account_id = quote(lookup.link), quote(lookup.id)
-        # The keys of the window's accounts, each with the ids of all accounts holding it
-        # now, lowest first: one probe of the accounts' (key, id) index per key.
-        best = (f"WITH keys AS (SELECT DISTINCT {normalised('w', lookup.key)} AS k"
-                f' FROM {source} AS w WHERE w."_division" = $1 AND w."_window" = $2),'
-                " best AS (SELECT keys.k, ids[1] AS id, ids[2:] AS displaced FROM keys,"
-                f" LATERAL (SELECT ARRAY(SELECT a.{account_id} FROM {source} AS a"
-                f" WHERE {normalised('a', lookup.key)} = keys.k"
-                f" ORDER BY a.{account_id})) AS found(ids))")
+        target = qualified(schema, f"gold_{table}")
+        link, best = quote(lookup.link), window_keys_table(schema)
         return cls(
             table=table,
-            relink=(f"{best} UPDATE {target} AS t SET {link} = best.id FROM best"
-                    f" WHERE {normalised('t', key)} = best.k AND t.{link} IS NULL"),
-            displace=(f"{best} UPDATE {target} AS t SET {link} = best.id FROM best"
-                      " CROSS JOIN LATERAL unnest(best.displaced) AS d(id)"
-                      f" WHERE t.{link} = d.id AND {normalised('t', key)} = best.k"),
+            relink=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
+                    f" WHERE {normalised('t', key)} = b.k AND t.{link} IS NULL"),
+            displace=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
+                      " CROSS JOIN LATERAL unnest(b.displaced) AS d(id)"
+                      f" WHERE t.{link} = d.id AND {normalised('t', key)} = b.k"),
             missing=(f'SELECT count(*) FROM {target} WHERE "_division" = $1 AND "_window" = $2'
                      f" AND {link} IS NULL"),
         )
 
     async def run(self, conn: asyncpg.Connection, division: str, window: str) -> int:
-        """Link older rows of accounts the window brought; count the window's misses."""
-        await conn.execute(self.relink, division, window)
-        await conn.execute(self.displace, division, window)
+        """Link older rows of the window's keys (filled by ``WindowKeys``); count the
+        window's misses."""
+        await conn.execute(self.relink)
+        await conn.execute(self.displace)
         return int(await conn.fetchval(self.missing, division, window))

@@ -73,6 +73,8 @@ class GoldProcessor:
                 await sync.run(conn, division, window)
             if gold.moves and moved:
                 await gold.moves.relink(conn, moved)
+            if gold.keys:
+                await gold.keys.run(conn, division, window)
             unmatched = {t.table: await t.run(conn, division, window)
                          for t in gold.links}
             for kpi in gold.kpis:

@@ -18,6 +18,7 @@ from assay.db.gold import (
     AccountMoves,
     LinkTarget,
     TableSync,
+    WindowKeys,
     gold_shape,
     unmatched_view,
 )
@@ -60,6 +61,7 @@ class GoldPlan:
     syncs: list[TableSync]
     links: list[LinkTarget]
     moves: AccountMoves | None
+    keys: WindowKeys | None
     kpis: list[KpiSql]
     work_mem: str
 
@@ -167,8 +169,9 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
                                      lookup if target_key else None, target_key))
     links: list[LinkTarget] = []
     views: list[View] = []
-    moves = None
+    moves = keys = None
     if link is not None and lookup is not None:
+        keys = WindowKeys.build(schema, lookup, types[link.accounts.table][link.accounts.id])
         views.append(unmatched_view(schema, link.link_column, link.targets))
         links = [LinkTarget.build(schema, lookup, t, k) for t, k in link.targets.items()]
         accounts = gold.tables[link.accounts.table]
@@ -184,4 +187,4 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
         shapes.append(kpi_shape(name, kpi, dimension_types))
         shapes.append(sums_shape(name, kpi, dimension_types))
         kpis.append(KpiSql.build(schema, name, kpi, dimension_types, sources))
-    return GoldPlan(shapes, views, syncs, links, moves, kpis, gold.work_mem)
+    return GoldPlan(shapes, views, syncs, links, moves, keys, kpis, gold.work_mem)
