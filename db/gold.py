@@ -262,8 +262,9 @@ class WindowKeys:
         account_id = quote(lookup.id)
         table = window_keys_table(schema)
         return cls(
+            # Emptied by the fill, not at commit: it also serves outside a transaction.
             prepare=(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k text, id {id_type},"
-                     f" displaced {id_type}[]) ON COMMIT DELETE ROWS"),
+                     f" displaced {id_type}[])"),
             fill=(
                 f"DELETE FROM {table}",
                 f"INSERT INTO {table} SELECT keys.k, ids[1], ids[2:] FROM"
