@@ -509,6 +509,40 @@ def replay(config_dir: Path | None, division: str | None, window: str | None,
 
 
 @main.group()
+def gold() -> None:
+    """Gold's derived tables."""
+
+
+@gold.command("rebuild")
+@_config_option
+@_keep_option
+def gold_rebuild(config_dir: Path | None, keep_running: bool) -> None:
+    """Recompute every KPI from all facts (after a change to a KPI's config).
+
+    Each window keeps the KPIs up to date incrementally; this is the full recompute they
+    are tested against, run in one transaction while Gold holds its lock.
+    """
+    from assay.processors.gold import GoldProcessor
+    from assay.runner import open_context
+
+    settings = Settings.from_env()
+    with ExitStack() as stack:
+        redis_url, database_url = _urls(stack, settings, keep_running)
+
+        async def go() -> int:
+            ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
+                                     settings.key_prefix)
+            try:
+                await GoldProcessor(ctx.pool, ctx.plan, ctx.clock).rebuild()
+                return len(ctx.plan.gold.kpis)
+            finally:
+                await ctx.close()
+
+        count = _run(go())
+    click.echo(f"rebuilt: {count} KPI tables")
+
+
+@main.group()
 def services() -> None:
     """The embedded servers in the project's data folder (./.assay or $ASSAY_DATA_DIR)."""
 

@@ -1,16 +1,25 @@
-"""Gold at scale: a window's apply over a large history, and CRM↔ERP linkage.
+"""Gold at scale: a window's apply over a growing history, and CRM↔ERP linkage.
 
-    python -m bench.gold [--lines 1000000] [--window-lines 100000] [--accounts 1000000]
+    python -m bench.gold [--lines 1000000 4000000 16000000] [--window-lines 10000]
+                         [--accounts 1000000] [--no-linkage] [--verbose]
 
-1. Window completion to updated KPIs: Silver holds a history of ``--lines`` shipment lines
-   (5 per order, 500 products, 37 subcategories, 4 categories, 20k customers and CRM
-   accounts, 3 divisions, monthly windows over 4 years), brought into Gold window by
-   window with the production statements, then ANALYZEd. Then a new window arrives in
-   Silver (``--window-lines`` lines, their orders and invoices, 600 new customers and
-   accounts, and 300 accounts for customers whose orders waited unlinked), its
-   ``WindowEvent`` is added to the windows stream, and the Gold consumer drains it; every
+Without ``REDIS_URL``/``DATABASE_URL`` it starts (or reuses) the embedded servers, as the
+CLI does.
+
+1. The curve, window completion to updated KPIs: Silver holds a history of ``--lines``
+   shipment lines (5 per order, 500 products, 37 subcategories, 4 categories, 100k
+   customers and CRM accounts — every 33rd customer without one —, 3 divisions, ship dates
+   over 4 years), built with set-based SQL; Gold takes it through the production upserts
+   (account lookups included) over row ranges instead of window by window, then VACUUM
+   ANALYZE and a full KPI recompute. For each size in turn (the history grows from one to
+   the next) two new windows arrive in Silver: one of ``--window-lines`` lines with 600 new
+   customers, every 33rd without an account (not timed), then the one measured:
+   ``--window-lines`` lines, their orders and invoices, 600 new customers with their
+   accounts, and the accounts the first window's customers waited for. Its
+   ``WindowEvent`` is added to the windows stream and the Gold consumer drains it; every
    statement of ``GoldProcessor.apply`` is timed by a query logger on the pool, and the
-   times are split into sync, linkage and KPI recompute.
+   times are split into sync, linkage and KPIs. The curve goes to
+   ``bench/results/gold-curve.md`` (and ``.json``, ``.png``).
 2. Linkage of ``--accounts`` CRM accounts against as many ERP customers, through the
    production sync and link statements: ERP rows arriving for accounts Gold already has
    (linked as they are written; the same sync without lookups for comparison), accounts
@@ -20,7 +29,8 @@
    on a fixed sample of keys under a statement timeout, extrapolated to every key.
 
 Everything lives in a schema of its own, dropped at the end, and Redis keys under a
-prefix of their own. The figures go to stdout and to ``bench/results/gold.md``.
+prefix of their own. Parts 2 and 3 (skipped with ``--no-linkage``) go to stdout and to
+``bench/results/gold.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import sys
@@ -57,11 +68,15 @@ from assay.streams.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "gold.md"
+CURVE = ROOT / "bench" / "results" / "gold-curve.md"
 DIVISIONS = ["north_america", "europe", "pacific"]
-NEW_WINDOW = "2024-12"
 LINES_PER_ORDER = 5
-CUSTOMERS = 20_000
+CUSTOMERS = 100_000
 NEW_CUSTOMERS = 600
+WINDOW_IDS = 1_000_000_000
+"""New windows' order and line ids start here, far above any history."""
+STATIC_TABLES = ["erp_product_category", "erp_product_subcategory", "erp_product",
+                 "sales_goal", "erp_customer", "crm_account"]
 
 # -- Silver history, set-based ------------------------------------------------------------------
 # {s} is the quoted schema; $1 the divisions; sizes are bound. Order o belongs to division
@@ -69,7 +84,7 @@ NEW_CUSTOMERS = 600
 
 ORDER_DIVISION = "($1::text[])[1 + o % 3]"
 SHIP_DATE = "(timestamptz '2021-01-01 08:00:00+00' + ((o * 37) % 1430) * interval '1 day')"
-NEW_SHIP_DATE = "(timestamptz '2024-12-01 08:00:00+00' + (o % 31) * interval '1 day')"
+NEW_SHIP_DATE = "(timestamptz '{month} 08:00:00+00' + (o % 28) * interval '1 day')"
 META = '"_division", "_window", "_row", "_entry", "_deleted"'
 
 
@@ -207,73 +222,129 @@ async def timed(action: Callable[[], Awaitable[Any]]) -> float:
 
 # -- 1. window completion to KPIs ---------------------------------------------------------------
 
-async def build_silver(pool: asyncpg.Pool, s: str, sizes: Sizes) -> None:
-    division = ORDER_DIVISION
+async def build_catalogue(pool: asyncpg.Pool, s: str) -> None:
+    """Products, categories, goals, customers and their accounts (every 33rd waits)."""
     async with pool.acquire() as conn:
         for statement in CATALOGUE:
             await conn.execute(statement.format(s=s), DIVISIONS[0])
         await conn.execute(CUSTOMER_ROWS.format(s=s), DIVISIONS, 1, CUSTOMERS, "2021-01")
         await conn.execute(ACCOUNT_ROWS.format(s=s), DIVISIONS, 1, CUSTOMERS, "2021-01",
                            [False])
+
+
+async def grow_silver(pool: asyncpg.Pool, s: str, orders: tuple[int, int],
+                      lines: tuple[int, int]) -> None:
+    """History orders, invoices and lines in these id ranges, set-based."""
+    division = ORDER_DIVISION
+    async with pool.acquire() as conn:
         for template in (order_rows, invoice_rows):
             await conn.execute(template(SHIP_DATE).format(s=s, division=division),
-                               DIVISIONS, 1, sizes.orders, CUSTOMERS)
+                               DIVISIONS, *orders, CUSTOMERS)
         await conn.execute(line_rows(SHIP_DATE).format(s=s, division=division),
-                           DIVISIONS, 1, sizes.lines, CUSTOMERS)
+                           DIVISIONS, *lines, CUSTOMERS)
 
 
-async def build_gold_history(pool: asyncpg.Pool, plan: Plan) -> int:
-    """Every history window through the production sync and link statements, then KPIs."""
-    s = quote(plan.schema)
-    windows = await pool.fetch(
-        f'SELECT DISTINCT "_division", "_window" FROM {s}."silver_erp_order"'
-        f' UNION SELECT DISTINCT "_division", "_window" FROM {s}."silver_crm_account"'
-        f' UNION SELECT DISTINCT "_division", "_window" FROM {s}."silver_erp_product"'
-        " ORDER BY 2, 1")
-    gold_tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.gold.shapes)
-    for i, (division, window) in enumerate(windows):
-        async with pool.acquire() as conn, conn.transaction():
-            for sync in plan.gold.syncs:
-                await sync.run(conn, division, window)
-            for link in plan.gold.links:
-                await link.run(conn, division, window)
-        if i % 24 == 23:  # as autovacuum would, now and then
-            await pool.execute(f"ANALYZE {gold_tables}")
+WINDOW_FILTER = 'WHERE s."_division" = $1 AND s."_window" = $2 AND NOT s."_deleted"'
+HISTORY_FILTER = 'WHERE s."_row" BETWEEN $1 AND $2 AND NOT s."_deleted"'
+
+
+async def grow_gold(pool: asyncpg.Pool, plan: Plan, ranges: dict[str, tuple[int, int]]
+                    ) -> None:
+    """The Silver rows in ``ranges`` (Silver table → ``_row`` range) into Gold, set-based:
+    each table's production upsert (account lookups included) over a range of rows
+    instead of one window."""
     async with pool.acquire() as conn:
-        for division in DIVISIONS:
-            name = plan.config.divisions[division].name
-            for kpi in plan.gold.kpis:
-                await kpi.run(conn, division, name)
-    return len(windows)
+        await conn.execute("SELECT set_config('work_mem', $1, false)", plan.gold.work_mem)
+        for sync in plan.gold.syncs:
+            assert WINDOW_FILTER in sync.upsert
+            for table, (low, high) in ranges.items():
+                if f'{quote("silver_" + table)} AS s' in sync.upsert:
+                    await conn.execute(sync.upsert.replace(WINDOW_FILTER, HISTORY_FILTER),
+                                       low, high)
 
 
-async def add_window(pool: asyncpg.Pool, s: str, sizes: Sizes) -> None:
+async def add_window(pool: asyncpg.Pool, s: str, window: Window) -> None:
     """The new window of one division, committed to Silver as Silver would."""
     division = "($1::text[])[1]"
-    first_order, first_line = sizes.orders + 1, sizes.lines + 1
-    customers = CUSTOMERS + NEW_CUSTOMERS
+    ship = NEW_SHIP_DATE.format(month=window.month)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(CUSTOMER_ROWS.format(s=s), [DIVISIONS[0]] * 3, CUSTOMERS + 1,
-                           customers, NEW_WINDOW)
-        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, CUSTOMERS + 1,
-                           customers, NEW_WINDOW, [False, True])
-        # Accounts for 300 customers whose orders have waited unlinked since the history.
-        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, 1, 9_900, NEW_WINDOW,
-                           [True])
+        await conn.execute(CUSTOMER_ROWS.format(s=s), [DIVISIONS[0]] * 3, window.customers[0],
+                           window.customers[1], window.name)
+        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, window.customers[0],
+                           window.customers[1], window.name, window.accounts)
+        # Accounts for the customers whose rows waited unlinked since the window before.
+        await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, *window.waiting,
+                           window.name, [True])
         for template in (order_rows, invoice_rows):
-            await conn.execute(template(NEW_SHIP_DATE).format(s=s, division=division),
-                               DIVISIONS, first_order, first_order + sizes.window_orders - 1,
-                               customers)
-        await conn.execute(line_rows(NEW_SHIP_DATE).format(s=s, division=division),
-                           DIVISIONS, first_line, first_line + sizes.window_lines - 1, customers)
+            await conn.execute(template(ship).format(s=s, division=division),
+                               DIVISIONS, *window.orders, window.customers[1])
+        await conn.execute(line_rows(ship).format(s=s, division=division),
+                           DIVISIONS, *window.lines, window.customers[1])
+
+
+@dataclass(frozen=True)
+class Window:
+    """A new window of step ``step``: part 0 brings 600 customers of which every 33rd has
+    no account yet; part 1, the window measured, brings 600 more with their accounts and
+    the accounts part 0's customers waited for. Names, months and ids are never reused."""
+
+    step: int
+    size: int
+    part: int
+
+    @property
+    def n(self) -> int:
+        return 2 * self.step + self.part
+
+    @property
+    def name(self) -> str:
+        return f"2025-{self.step + 1:02d}" + ("" if self.part else "-a")
+
+    @property
+    def month(self) -> str:
+        return f"2025-{self.step + 1:02d}-01"
+
+    @property
+    def lines(self) -> tuple[int, int]:
+        first = WINDOW_IDS + self.n * 10 * self.size
+        return first, first + self.size - 1
+
+    @property
+    def orders(self) -> tuple[int, int]:
+        """The orders of the window's lines (line l belongs to order (l - 1) / 5 + 1)."""
+        first, last = self.lines
+        return (first - 1) // LINES_PER_ORDER + 1, (last - 1) // LINES_PER_ORDER + 1
+
+    @property
+    def customers(self) -> tuple[int, int]:
+        first = CUSTOMERS + 1 + self.n * NEW_CUSTOMERS
+        return first, first + NEW_CUSTOMERS - 1
+
+    @property
+    def accounts(self) -> list[bool]:
+        """Which of its customers get accounts (by ``c % 33 = 0``)."""
+        return [False, True] if self.part else [False]
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Customers of part 0 whose rows waited, given their accounts by part 1."""
+        if not self.part:
+            return 1, 0
+        return Window(self.step, self.size, 0).customers
 
 
 def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
     """Statement times of one apply, by part: sync, linkage, KPIs, other."""
     kind = {sql: "sync" for sync in plan.gold.syncs for sql in (sync.upsert, sync.delete)}
     kind |= {sql: "link" for link in plan.gold.links
-             for sql in (link.relink, link.missing)}
-    kind |= {sql: "kpi" for kpi in plan.gold.kpis for sql in (kpi.delete, kpi.insert)}
+             for sql in (link.relink, link.displace, link.missing)}
+    if plan.gold.keys:
+        kind |= {sql: "link" for sql in (plan.gold.keys.prepare, *plan.gold.keys.fill)}
+    if plan.gold.moves:
+        kind |= {sql: "link" for sql in (plan.gold.moves.find, *plan.gold.moves.relinks)}
+    kind |= {sql: "kpi" for kpi in plan.gold.kpis
+             for sql in (*kpi.prepare, kpi.present, *kpi.reach, kpi.contribute, kpi.reset,
+                         kpi.goals, kpi.merge, kpi.prune, kpi.clear, kpi.render)}
     parts: dict[str, float] = defaultdict(float)
     for sql, seconds in timer.elapsed.items():
         # Snapshot deletes in Silver and the statistics a large window refreshes are sync.
@@ -284,9 +355,9 @@ def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
     return dict(parts)
 
 
-async def window_to_kpis(ctx: Context, timer: StatementTimer) -> float:
+async def window_to_kpis(ctx: Context, timer: StatementTimer, window: str) -> float:
     """From the barrier's event on the windows stream to Gold's commit and ack."""
-    event = WindowEvent(division=DIVISIONS[0], window=NEW_WINDOW, status="completed",
+    event = WindowEvent(division=DIVISIONS[0], window=window, status="completed",
                         tables={}, failed={}, at=time.time())
     stream = ctx.keys.stream(DIVISIONS[0], channels.WINDOWS)
     consumer = make_consumer("gold", ctx)
@@ -300,6 +371,57 @@ async def window_to_kpis(ctx: Context, timer: StatementTimer) -> float:
     if pending["pending"]:
         raise RuntimeError("the window event was not processed")
     return seconds
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the curve: a window applied over ``lines`` lines of history."""
+
+    lines: int
+    build: float
+    whole: float
+    parts: dict[str, float]
+
+
+async def curve(ctx: Context, timer: StatementTimer, sizes: list[int], window_lines: int,
+                verbose: bool) -> list[Point]:
+    """Grow the history to each size in turn (set-based), then apply a new window of
+    ``window_lines`` lines through the Gold consumer and time its statements."""
+    pool, plan = ctx.pool, ctx.plan
+    s = quote(plan.schema)
+    tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.shapes())
+    divisions = {d: c.name for d, c in plan.config.divisions.items()}
+    points: list[Point] = []
+    await build_catalogue(pool, s)
+    await grow_gold(pool, plan, {t: (1, 10**12) for t in STATIC_TABLES})
+    lines = 0
+    for step, size in enumerate(sorted(sizes)):
+        started = time.perf_counter()
+        orders = (lines // LINES_PER_ORDER + 1, size // LINES_PER_ORDER)
+        await grow_silver(pool, s, orders, (lines + 1, size))
+        await grow_gold(pool, plan, {"erp_order": orders, "erp_invoice": orders,
+                                     "erp_order_line": (lines + 1, size)})
+        lines = size
+        await pool.execute(f"VACUUM ANALYZE {tables}")
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT set_config('work_mem', $1, false)", plan.gold.work_mem)
+            for kpi in plan.gold.kpis:
+                await kpi.rebuild(conn, divisions)
+        build = time.perf_counter() - started
+        before = Window(step, window_lines, 0)
+        await add_window(pool, s, before)
+        await window_to_kpis(ctx, timer, before.name)
+        window = Window(step, window_lines, 1)
+        await add_window(pool, s, window)
+        whole = await window_to_kpis(ctx, timer, window.name)
+        if verbose:
+            timer.top(f"apply over {size:,}")
+        points.append(Point(size, build, whole, split(plan, timer)))
+        print(f"{size:>12,} lines: whole apply {whole:.3f} s "
+              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(points[-1].parts.items()))
+              + f" (history built in {build:,.0f} s, load {os.getloadavg()[0]:.2f})",
+              file=sys.stderr, flush=True)
+    return points
 
 
 # -- 2. linkage of 1M accounts --------------------------------------------------------------------
@@ -347,6 +469,8 @@ async def linkage(pool: asyncpg.Pool, plan: Plan, sizes: Sizes) -> LinkFigures:
             await step.run(conn, division, window)
         synced = time.perf_counter() - started
         if link:
+            assert plan.gold.keys is not None
+            await plan.gold.keys.run(conn, division, window)
             await target.run(conn, division, window)
         return synced
 
@@ -486,27 +610,66 @@ def markdown(rows: list[Row], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--window-lines", type=int, default=100_000)
-    parser.add_argument("--accounts", type=int, default=1_000_000)
-    parser.add_argument("--window-keys", type=int, default=50_000)
-    parser.add_argument("--sample", type=int, default=200)
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds the ILIKE form may run in all")
-    parser.add_argument("--verbose", action="store_true", help="print the slowest statements")
-    args = parser.parse_args()
+def urls(stack: contextlib.ExitStack) -> tuple[str, str]:
+    """REDIS_URL/DATABASE_URL, or embedded servers started (or reused) as the CLI does."""
+    redis_url, database_url = os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")
+    if redis_url and database_url:
+        return redis_url, database_url
+    from assay.services import Services, default_data_dir
+
+    started = stack.enter_context(Services(default_data_dir()))
+    return started.redis_url, started.database_url
+
+
+def curve_report(points: list[Point], window_lines: int, header: list[str]) -> str:
+    first = points[0].whole
+    lines = [*header, "",
+             f"A {window_lines:,}-line window applied through the Gold consumer (window"
+             " completion → KPIs updated) over a growing history; the parts are the"
+             " statement times of the apply.", "",
+             "| history | whole apply | × the first | sync | linkage (4 targets) | KPIs"
+             " | other | history built in |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p.lines:,} lines | {p.whole:.3f} s | {p.whole / first:.2f} |"
+              f" {p.parts.get('sync', 0):.3f} s | {p.parts.get('link', 0):.3f} s |"
+              f" {p.parts.get('kpi', 0):.3f} s | {p.parts.get('other', 0):.3f} s |"
+              f" {p.build:,.0f} s |" for p in points]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[Point], window_lines: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [p.lines for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(x, [p.whole for p in points], marker="o", label="whole apply")
+    for part, label in (("sync", "sync"), ("link", "linkage"), ("kpi", "KPIs")):
+        ax.plot(x, [p.parts.get(part, 0) for p in points], marker=".", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"{n / 1e6:g}M" for n in x])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("history (order lines)")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Gold: a {window_lines:,}-line window over a growing history\n{title}",
+                 fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> None:
     logs.configure(level="WARNING", json=False)
-    sizes = Sizes(args.lines, args.window_lines, args.accounts, args.window_keys, args.sample)
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    sizes = Sizes(max(args.lines), args.window_lines, args.accounts, args.window_keys,
+                  args.sample)
     tag = f"bench_gold_{uuid.uuid4().hex[:8]}"
     plan = rebind(build_plan(load_config(ROOT / "config")), tag)
     s = quote(plan.schema)
     timer = StatementTimer()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=timer.attach,
-                                     command_timeout=900)
+                                     command_timeout=3600)
     client = await connect(redis_url)
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -520,35 +683,35 @@ async def main() -> None:
         server = (f"PostgreSQL {settings['server_version']} (shared_buffers"
                   f" {settings['shared_buffers']}, work_mem {settings['work_mem']},"
                   f" autovacuum {settings['autovacuum']})")
-        build = await timed(lambda: build_silver(pool, s, sizes))
-        rows.append(Row("build Silver history (set-based SQL)",
-                        f"{sizes.lines:,} lines, {sizes.orders:,} orders", build))
-        windows = 0
-
-        async def history() -> None:
-            nonlocal windows
-            windows = await build_gold_history(pool, plan)
-
-        timer.elapsed.clear()
-        gold_history = await timed(history)
-        if args.verbose:
-            timer.top("history")
-        rows.append(Row("Gold for the history, window by window (sync + link), then KPIs",
-                        f"{windows} windows, 3 divisions", gold_history))
-        tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.shapes())
-        await pool.execute(f"VACUUM ANALYZE {tables}")
-        await add_window(pool, s, sizes)
         ctx = Context(plan, client, pool, Keys(tag))
-        total = await window_to_kpis(ctx, timer)
-        parts = split(plan, timer)
-        if args.verbose:
-            timer.top("apply")
-        rows.append(Row("**window completion → KPIs updated** (Gold consumer, whole apply)",
-                        f"{sizes.window_lines:,}-line window over {sizes.lines:,}", total,
-                        "< 2 s", "met" if total < 2 else "**missed**"))
-        for part, label in (("sync", "sync (upserts, deletes)"), ("link", "linkage (4 targets)"),
-                            ("kpi", "KPI recompute"), ("other", "other statements")):
-            rows.append(Row(f"  of which {label}", "statement time", parts.get(part, 0.0)))
+        points = await curve(ctx, timer, args.lines, args.window_lines, args.verbose)
+        header = [
+            "# Gold: the cost of a window as the history grows", "",
+            f"`python -m bench.gold --lines {' '.join(str(n) for n in args.lines)}"
+            f" --window-lines {args.window_lines}` on {platform.platform()}, {server},"
+            f" {os.cpu_count()} cores, load average before"
+            f" {tuple(round(x, 2) for x in load_before)}, after"
+            f" {tuple(round(x, 2) for x in os.getloadavg())}, {time.strftime('%Y-%m-%d')}."
+            " History built with set-based SQL (Silver) and the production upserts over"
+            " row ranges (Gold), then VACUUM ANALYZE and a full KPI recompute.",
+        ]
+        text = curve_report(points, args.window_lines, header)
+        print(text)
+        CURVE.write_text(text)
+        CURVE.with_suffix(".json").write_text(json.dumps(
+            {"window_lines": args.window_lines, "load_before": load_before,
+             "load_after": os.getloadavg(), "server": server,
+             "points": [vars(p) for p in points]}, indent=1))
+        plot(points, args.window_lines, CURVE.with_suffix(".png"),
+             f"{server.split(' (')[0]}, {os.cpu_count()} cores, load"
+             f" {load_before[0]:.1f}→{os.getloadavg()[0]:.1f}")
+        if args.no_linkage:
+            return
+        for p in points:
+            rows.append(Row("**window completion → KPIs updated** (Gold consumer, whole"
+                            " apply)", f"{args.window_lines:,}-line window over"
+                            f" {p.lines:,}", p.whole, "< 2 s",
+                            "met" if p.whole < 2 else "**missed**"))
         link = await linkage(pool, plan, sizes)
         pair = f"{sizes.accounts:,} accounts × {sizes.accounts:,} customers"
         worst = max(link.rows_arrive, link.accounts_arrive)
@@ -608,6 +771,25 @@ async def main() -> None:
     RESULTS.write_text(text)
 
 
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000],
+                        help="history sizes in order lines, e.g. 1000000 4000000 16000000")
+    parser.add_argument("--window-lines", type=int, default=10_000)
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--window-keys", type=int, default=50_000)
+    parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds the ILIKE form may run in all")
+    parser.add_argument("--no-linkage", action="store_true",
+                        help="only the curve, not the 1M-account linkage and ILIKE parts")
+    parser.add_argument("--verbose", action="store_true", help="print the slowest statements")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        redis_url, database_url = urls(stack)
+        asyncio.run(main(redis_url, database_url, args))
+
+
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        cli()

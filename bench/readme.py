@@ -177,6 +177,28 @@ def http_rows(runs: list[Run]) -> list[str]:
             f"{spread([r['http_ms_median'] for r in runs], one)} ms through HTTP | {how(runs)} |"]
 
 
+def gold_curve_rows(folder: Path) -> list[str]:
+    """Gold's whole apply of one window over growing histories (``bench.gold --lines``)."""
+    path = folder / "gold-curve.json"
+    if not path.exists():
+        return []
+    curve = json.loads(path.read_text())
+    points = curve["points"]
+
+    def each(value: Callable[[dict[str, Any]], float]) -> str:
+        return " / ".join(f"{value(p):.2f}" for p in points)
+
+    sizes = " / ".join(f"{p['lines'] / 1e6:g}M" for p in points)
+    ratio = points[-1]["whole"] / points[0]["whole"]
+    return [f"| Gold: a {curve['window_lines']:,}-line window over {sizes} lines of history → "
+            f"KPIs updated (targets: ≤ 1.3× from first to last, < 0.5 s at the last) | "
+            f"{each(lambda p: p['whole'])} s (sync {each(lambda p: p['parts']['sync'])}, "
+            f"KPIs {each(lambda p: p['parts']['kpi'])}, linkage "
+            f"{each(lambda p: p['parts']['link'])}): {ratio:.2f}× | 1 run, load "
+            f"{curve['load_before'][0]:.2f} → {curve['load_after'][0]:.2f}, {curve['server']}, "
+            "`python -m bench.gold --lines …` (`bench/results/gold-curve.md`) |"]
+
+
 MICRO = {"layers": layers_rows, "forwarding": forwarding_rows, "validation": validation_rows}
 
 
@@ -195,6 +217,7 @@ def block(folder: Path) -> str:
         lines += latency_rows(runs)
     for runs in parts(folder, "peer").values():
         lines += peer_rows(runs)
+    lines += gold_curve_rows(folder)
     if (folder / "gold.md").exists():
         lines.append("| Gold at scale: window → KPIs, linkage both ways | see "
                      "`bench/results/gold.md` (stored as text, one run) | "

@@ -424,6 +424,10 @@ def _check_gold(where: str, config: Config) -> list[str]:
             table_name, _, column = ref.partition(".")
             if column not in columns.get(table_name, set()):
                 problems.append(f"{at}.{path}: {ref!r} is not a Gold table.column")
+            elif link and table_name in link.targets and column == link.link_column:
+                # KPIs follow the rows a window writes; linkage rewrites links elsewhere.
+                problems.append(f"{at}.{path}: {ref!r} is the link column, which KPIs"
+                                " cannot use")
         if kpi.year not in kpi.dimensions:
             problems.append(f"{at}.year: {kpi.year!r} is not one of the dimensions")
         if set(kpi.goals.match) != set(kpi.dimensions):

@@ -1,12 +1,14 @@
-"""Gold SQL: table sync from Silver, CRM↔ERP linkage on normalised keys, KPI recomputation.
+"""Gold SQL: table sync from Silver and CRM↔ERP linkage on normalised keys (KPIs: kpi.py).
 
 Every statement is built once from config with quoted identifiers; values are bound.
 Account keys are compared as ``trim(lower(key))`` on both sides, with functional
-indexes on exactly that expression, so linking a window's keys is an index lookup.
+indexes on exactly that expression (on a link target, over its waiting rows only), so
+linking a window's keys is an index lookup whatever the size of the history.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,22 +32,30 @@ def gold_shape(name: str, columns: dict[str, str], key: Sequence[str],
     """A Gold table: mapped columns, optional link column (name, SQL type of the account
     id), and its indexes.
 
-    A link target's window index holds only the rows still waiting for an account,
-    so linking a row later does not touch it. The accounts table's key index also
+    A link target's window index and key index hold only the rows still waiting for an
+    account, so linking a row later takes it out of them and the accounts a window brings
+    probe only the rows that wait; its index on the link column finds the rows of an
+    account that moved or lost its key to a lower id. The accounts table's key index also
     holds the account id, so the lowest id of a key is the first entry of one probe.
     """
     shape_columns = {**columns, **GOLD_META}
     window_index = '("_division", "_window")'
+    waiting = ""
     if link:
         shape_columns[link[0]] = link[1]
-        window_index += f" WHERE {quote(link[0])} IS NULL"
-    index_sql = [window_index]
+        waiting = f" WHERE {quote(link[0])} IS NULL"
+    index_sql = [window_index + waiting]
     index_sql += ["(" + ", ".join(quote(c) for c in index) + ")" for index in indexes]
     if account_key:
         with_id = f", {quote(account_id)}" if account_id else ""
-        index_sql.append(f"((trim(lower({quote(account_key)}))){with_id})")
+        index_sql.append(f"((trim(lower({quote(account_key)}))){with_id}){waiting}")
+    statistics = []
+    if link:
+        index_sql.append(f"({quote(link[0])})")
+        if account_key:  # the planner's estimate for a key, which the partial index lacks
+            statistics.append(f"((trim(lower({quote(account_key)}))))")
     return TableShape(f"gold_{name}", shape_columns, tuple(key), not_null=tuple(key),
-                      indexes=tuple(index_sql))
+                      indexes=tuple(index_sql), statistics=tuple(statistics))
 
 
 @dataclass(frozen=True)
@@ -238,35 +248,79 @@ async def use_work_mem(conn: asyncpg.Connection, work_mem: str) -> None:
 
 
 @dataclass(frozen=True)
+class WindowKeys:
+    """The account keys a window brought, each with the ids of all accounts holding it now,
+    lowest first: one probe of the accounts' (key, id) index per key, once per window, in
+    a temporary table every link target reads (analysed, so its size is known)."""
+
+    prepare: str
+    fill: tuple[str, ...]
+
+    @classmethod
+    def build(cls, schema: str, lookup: AccountLookup, id_type: str) -> WindowKeys:
+        source = qualified(schema, f"gold_{lookup.accounts}")
+        account_id = quote(lookup.id)
+        table = window_keys_table(schema)
+        return cls(
+            # Emptied by the fill, not at commit: it also serves outside a transaction.
+            prepare=(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k text, id {id_type},"
+                     f" displaced {id_type}[])"),
+            fill=(
+                f"DELETE FROM {table}",
+                f"INSERT INTO {table} SELECT keys.k, ids[1], ids[2:] FROM"
+                f" (SELECT DISTINCT {normalised('w', lookup.key)} AS k FROM {source} AS w"
+                ' WHERE w."_division" = $1 AND w."_window" = $2) AS keys,'
+                f" LATERAL (SELECT ARRAY(SELECT a.{account_id} FROM {source} AS a"
+                f" WHERE {normalised('a', lookup.key)} = keys.k"
+                f" ORDER BY a.{account_id})) AS found(ids)",
+                f"ANALYZE {table}"),
+        )
+
+    async def run(self, conn: asyncpg.Connection, division: str, window: str) -> None:
+        await conn.execute(self.prepare)
+        for statement in self.fill:
+            await (conn.execute(statement, division, window) if "$1" in statement
+                   else conn.execute(statement))
+
+
+def window_keys_table(schema: str) -> str:
+    return quote(f"_link_keys_{hashlib.sha1(schema.encode()).hexdigest()[:10]}")
+
+
+@dataclass(frozen=True)
 class LinkTarget:
     """Linking one ERP table's older rows to the accounts a window brought, and counting
-    the window's rows that no account matches."""
+    the window's rows that no account matches.
+
+    Each statement starts from the window's keys (``WindowKeys``, filled first) and
+    probes the target by index: its waiting rows by key, and the rows linked to an
+    account that a lower id of the same key now displaces by link. Neither grows with
+    the rows already linked.
+    """
 
     table: str
     relink: str
+    displace: str
     missing: str
 
     @classmethod
     def build(cls, schema: str, lookup: AccountLookup, table: str, key: str) -> LinkTarget:
-        source, target = qualified(schema, f"gold_{lookup.accounts}"), qualified(schema,
-                                                                                 f"gold_{table}")
-        link, account_id = quote(lookup.link), quote(lookup.id)
+        target = qualified(schema, f"gold_{table}")
+        link, best = quote(lookup.link), window_keys_table(schema)
         return cls(
             table=table,
-            # The keys of the window's accounts, each with its lowest id there; rows with
-            # those keys (an index lookup each) take it unless they hold a lower one.
-            relink=(
-                f"WITH best AS (SELECT {normalised('w', lookup.key)} AS k,"
-                f" min(w.{account_id}) AS id FROM {source} AS w"
-                ' WHERE w."_division" = $1 AND w."_window" = $2 GROUP BY 1)'
-                f" UPDATE {target} AS t SET {link} = best.id FROM best"
-                f" WHERE {normalised('t', key)} = best.k"
-                f" AND (t.{link} IS NULL OR t.{link} > best.id)"),
+            relink=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
+                    f" WHERE {normalised('t', key)} = b.k AND t.{link} IS NULL"),
+            displace=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
+                      " CROSS JOIN LATERAL unnest(b.displaced) AS d(id)"
+                      f" WHERE t.{link} = d.id AND {normalised('t', key)} = b.k"),
             missing=(f'SELECT count(*) FROM {target} WHERE "_division" = $1 AND "_window" = $2'
                      f" AND {link} IS NULL"),
         )
 
     async def run(self, conn: asyncpg.Connection, division: str, window: str) -> int:
-        """Link older rows of accounts the window brought; count the window's misses."""
-        await conn.execute(self.relink, division, window)
+        """Link older rows of the window's keys (filled by ``WindowKeys``); count the
+        window's misses."""
+        await conn.execute(self.relink)
+        await conn.execute(self.displace)
         return int(await conn.fetchval(self.missing, division, window))

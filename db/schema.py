@@ -113,6 +113,9 @@ class TableShape:
     not_null: Sequence[str] = ()
     indexes: Sequence[str] = field(default_factory=tuple)
     """Extra index definitions, as ``(expression, ...)`` SQL over quoted columns."""
+    statistics: Sequence[str] = field(default_factory=tuple)
+    """Expressions to keep statistics of (``CREATE STATISTICS``), as ``(expression)`` SQL:
+    what the planner needs to estimate an expression only a partial index holds."""
 
 
 def index_name(table: str, expression: str) -> str:
@@ -168,6 +171,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableS
                 await _apply(conn, schema, change, shapes)
             for shape in shapes:
                 await _migrate_indexes(conn, schema, shape)
+                await _migrate_statistics(conn, schema, shape)
             for view in views:
                 plan.views.extend(await _migrate_view(conn, schema, view))
     except BaseException:
@@ -270,3 +274,20 @@ async def _migrate_indexes(conn: asyncpg.Connection, schema: str, shape: TableSh
         if name not in present:
             await conn.execute(
                 f"CREATE INDEX {quote(name)} ON {qualified(schema, shape.name)} {expression}")
+
+
+async def _migrate_statistics(conn: asyncpg.Connection, schema: str, shape: TableShape
+                              ) -> None:
+    """Create the statistics objects the shape wants, drop ours it no longer wants."""
+    table = qualified(schema, shape.name)
+    wanted = {f"{shape.name}_s" + index_name(shape.name, e).rsplit("_x", 1)[1]: e
+              for e in shape.statistics}
+    present = {r[0] for r in await conn.fetch(
+        "SELECT stxname FROM pg_statistic_ext WHERE stxrelid = $1::regclass", table)}
+    for name in sorted(present - set(wanted)):
+        if name.startswith(f"{shape.name}_s"):
+            await conn.execute(f"DROP STATISTICS {qualified(schema, name)}")
+    for name, expression in wanted.items():
+        if name not in present:
+            await conn.execute(f"CREATE STATISTICS {qualified(schema, name)} ON {expression}"
+                               f" FROM {table}")

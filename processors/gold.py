@@ -4,7 +4,8 @@ Everything for one window happens in one transaction, one window at a time: Silv
 the window changed are upserted (or deleted) under their Gold names, ERP rows get their
 CRM account id by normalised account number as they are written; older rows take the
 accounts the window brought, and rows of accounts it deleted or renumbered look theirs
-up again; the division's KPIs are recomputed. Running a window again changes nothing.
+up again; the KPI groups whose facts or goals the window changed are brought up to date
+from maintained sums (``db/kpi.py``). Running a window again changes nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class GoldProcessor:
         self.pool = pool
         self.plan = plan
         self.clock = clock
+        self.divisions = {d: c.name for d, c in plan.config.divisions.items()}
 
     async def process(self, items: Sequence[Item]) -> Output:
         out = Output()
@@ -63,7 +65,6 @@ class GoldProcessor:
         """Bring Gold up to date with one window of one division; returns unmatched counts.
         The window is noted in ``gold_windows`` in the same transaction."""
         gold = self.plan.gold
-        name = self.plan.config.divisions[division].name
         started = self.clock()
         async with transaction(self.pool) as conn:
             await serialise(conn, self.plan.schema)
@@ -71,16 +72,32 @@ class GoldProcessor:
             for table in self.plan.snapshot_tables:
                 await silver.snapshot_deletes(conn, self.plan.schema, table, division, window)
             moved = await gold.moves.moved(conn, division, window) if gold.moves else []
+            for kpi in gold.kpis:
+                await kpi.before(conn, division, window, self.divisions)
             for sync in gold.syncs:
                 await sync.run(conn, division, window)
             if gold.moves and moved:
                 await gold.moves.relink(conn, moved)
+            if gold.keys:
+                await gold.keys.run(conn, division, window)
             unmatched = {t.table: await t.run(conn, division, window)
                          for t in gold.links}
             for kpi in gold.kpis:
-                await kpi.run(conn, division, name)
+                await kpi.after(conn, division, window, self.divisions)
             await record_applied(conn, self.plan.schema, division, window, status, self.clock(),
                                  self.clock() - started, sum(unmatched.values()))
         log.info("gold_window_applied", division=division, window=window, status=status,
                  unmatched=sum(unmatched.values()), seconds=round(self.clock() - started, 3))
         return unmatched
+
+    async def rebuild(self) -> None:
+        """Recompute every KPI from all facts (``assay gold rebuild``): after a change to
+        a KPI's config, or to check the incremental result."""
+        started = self.clock()
+        async with transaction(self.pool) as conn:
+            await serialise(conn, self.plan.schema)
+            await use_work_mem(conn, self.plan.gold.work_mem)
+            for kpi in self.plan.gold.kpis:
+                await kpi.rebuild(conn, self.divisions)
+        log.info("gold_kpis_rebuilt", kpis=len(self.plan.gold.kpis),
+                 seconds=round(self.clock() - started, 3))

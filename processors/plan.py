@@ -18,10 +18,11 @@ from assay.db.gold import (
     AccountMoves,
     LinkTarget,
     TableSync,
+    WindowKeys,
     gold_shape,
     unmatched_view,
 )
-from assay.db.kpi import KpiSql, kpi_shape
+from assay.db.kpi import KpiSql, Source, kpi_indexes, kpi_shape, sums_shape
 from assay.db.schema import TableShape, View
 from assay.db.silver import silver_shape
 from assay.processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
@@ -60,6 +61,7 @@ class GoldPlan:
     syncs: list[TableSync]
     links: list[LinkTarget]
     moves: AccountMoves | None
+    keys: WindowKeys | None
     kpis: list[KpiSql]
     work_mem: str
 
@@ -135,12 +137,23 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
     syncs: list[TableSync] = []
     types: dict[str, dict[str, str]] = {}
     first = [] if link is None else [link.accounts.table]
+    sources: dict[str, Source] = {}
+    for name, table in gold.tables.items():
+        by_silver = {s: g for g, s in table.columns.items()}
+        sources[name] = Source(table.source, {by_silver[k]: k
+                                              for k in tables[table.source].config.key})
+    extra: dict[str, list[list[str]]] = {}
+    for kpi in gold.kpis.values():
+        for name, wanted in kpi_indexes(kpi, {n: list(s.key) for n, s in sources.items()}
+                                        ).items():
+            extra.setdefault(name, []).extend(wanted)
     for name in sorted(gold.tables, key=lambda n: n not in first):
         table = gold.tables[name]
         source = tables[table.source]
         columns = {g: source.silver.columns[s] for g, s in table.columns.items()}
-        by_silver = {s: g for g, s in table.columns.items()}
-        key = [by_silver[k] for k in source.config.key]
+        key = list(sources[name].key)
+        indexes = list(table.indexes)
+        indexes += [i for i in extra.get(name, []) if i not in indexes]
         account_key = target_key = None
         if link is not None:
             target_key = link.targets.get(name)
@@ -148,7 +161,7 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
         link_column = None
         if link is not None and target_key:
             link_column = (link.link_column, types[link.accounts.table][link.accounts.id])
-        shape = gold_shape(name, columns, key, table.indexes, link_column, account_key,
+        shape = gold_shape(name, columns, key, indexes, link_column, account_key,
                            link.accounts.id if link is not None and name in first else None)
         shapes.append(shape)
         types[name] = dict(shape.columns)
@@ -156,8 +169,9 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
                                      lookup if target_key else None, target_key))
     links: list[LinkTarget] = []
     views: list[View] = []
-    moves = None
+    moves = keys = None
     if link is not None and lookup is not None:
+        keys = WindowKeys.build(schema, lookup, types[link.accounts.table][link.accounts.id])
         views.append(unmatched_view(schema, link.link_column, link.targets))
         links = [LinkTarget.build(schema, lookup, t, k) for t, k in link.targets.items()]
         accounts = gold.tables[link.accounts.table]
@@ -171,5 +185,6 @@ def build_gold(config: Config, tables: dict[str, TablePlan]) -> GoldPlan:
             table_name, _, column = ref.partition(".")
             dimension_types[dimension] = types[table_name][column]
         shapes.append(kpi_shape(name, kpi, dimension_types))
-        kpis.append(KpiSql.build(schema, name, kpi))
-    return GoldPlan(shapes, views, syncs, links, moves, kpis, gold.work_mem)
+        shapes.append(sums_shape(name, kpi, dimension_types))
+        kpis.append(KpiSql.build(schema, name, kpi, dimension_types, sources))
+    return GoldPlan(shapes, views, syncs, links, moves, keys, kpis, gold.work_mem)

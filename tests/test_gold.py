@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import assay.db.gold
+from assay.contracts.config import ConfigError, load_config
 from assay.contracts.messages import msgpack_decoder
 from assay.contracts.ops import WindowNotApplied
 from assay.db.schema import index_name
@@ -357,13 +358,17 @@ async def test_an_index_dropped_from_config_is_dropped_from_the_table(
                                     schema)
         return {r[0]: r[1].split(" USING btree ")[1] for r in rows}
 
+    wider = json.loads(json.dumps(GOLD))
+    wider["tables"]["shipment"]["indexes"] = [["order_id"], ["product_id"], ["qty"]]
+    await open_ctx(write_config(tmp_path / "wider", schema, wider))
     before = await indexes()
-    assert "(order_id)" in before.values() and "(product_id)" in before.values()
+    assert {"(order_id)", "(product_id)", "(qty)"} <= set(before.values())
+    # The KPI's joins keep the indexes they need, in config or not.
     narrower = json.loads(json.dumps(GOLD))
-    narrower["tables"]["shipment"]["indexes"] = [["product_id"]]
+    narrower["tables"]["shipment"]["indexes"] = []
     await open_ctx(write_config(tmp_path / "narrower", schema, narrower))
     after = await indexes()
-    assert set(after.values()) == set(before.values()) - {"(order_id)"}
+    assert set(after.values()) == set(before.values()) - {"(qty)"}
     assert set(after) < set(before)  # the others were kept, not rebuilt under new names
 
 
@@ -500,6 +505,24 @@ async def test_assay_windows_shows_what_gold_applied(ctx: Context, tmp_path: Pat
     assert row["gold_s"] is not None and row["gold_s"] >= 0
 
 
+async def test_assay_gold_rebuild_recomputes_the_kpis_from_all_facts(
+        ctx: Context, tmp_path: Path, redis_url: str, database_url: str) -> None:
+    await send_window(ctx, "2023-12", KPI_DATA_2023)
+    await send_window(ctx, "2024-12", KPI_DATA_2024)
+    before = await snapshot(ctx)
+    # KPI rows and sums as a config change to the KPI would leave them: stale.
+    await ctx.pool.execute(f"DELETE FROM {gold(ctx, 'kpi_shipped')} WHERE period = 'Q1'")
+    await ctx.pool.execute(f"UPDATE {gold(ctx, 'kpi_shipped_sums')} SET qty = qty + 1")
+    assert await snapshot(ctx) != before
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "ASSAY_KEY_PREFIX": ctx.keys.prefix}
+    result = subprocess.run([sys.executable, "-m", "assay", "gold", "rebuild", "--config",
+                             str(tmp_path / "config")], capture_output=True, text=True,
+                            env=env, check=True, timeout=120)
+    assert result.stdout.strip() == "rebuilt: 1 KPI tables"
+    assert await snapshot(ctx) == before
+
+
 async def test_a_completed_window_gold_has_not_applied_raises_an_alert(ctx: Context) -> None:
     await send_window(ctx, "2024-01", merged(
         CATALOGUE, sale(1, "AW00000001", "2024-01-15 10:00:00", [(1, 10, "2")])), gold=False)
@@ -605,7 +628,14 @@ async def test_per_window_linkage_uses_the_functional_index(ctx: Context) -> Non
     # A window's own rows probe the accounts' index as they are written; the accounts a
     # window brings find older rows through the target's index.
     assert indexes["gold_account"] in await used(sync.upsert)
-    assert indexes["gold_shipment"] in await used(target.relink)
+    keys = ctx.plan.gold.keys
+    assert keys is not None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await keys.run(conn, DIVISION, "w0500")
+        plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {target.relink}"))
+    assert indexes["gold_shipment"] in {
+        n.get("Index Name") for n in plan_nodes(plan[0]["Plan"])
+        if n["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")}
     definition = await ctx.pool.fetchval(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = $2",
         schema, indexes["gold_account"])
@@ -631,3 +661,73 @@ async def test_no_gold_statement_uses_ilike_or_a_leading_wildcard(ctx: Context) 
     unindexable = re.compile(r"\bI?LIKE\b|~~|\bSIMILAR\b|'%", re.IGNORECASE)
     assert [s for s in statements if unindexable.search(s)] == []
     assert any("gold_link_unmatched" in s for s in sql_literals(assay.db.gold))
+
+
+async def test_a_windows_linkage_over_a_million_rows_scans_only_indexes(ctx: Context) -> None:
+    # History: 100k accounts and 1M shipment lines, one in 21 of them waiting for an
+    # account no one has yet. The window: 10k lines and 301 accounts — 300 for keys that
+    # have waited, one with a lower id than an account of the history.
+    history, accounts, keys, window = 1_000_000, 100_000, 105_000, 10_000
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") SELECT 'CRM-' || lpad(i::text, 8, '0'),"
+        " '  aw' || lpad(i::text, 8, '0') || ' ', 'Account ' || i, $1, 'h'"
+        " FROM generate_series(1, $2) AS i", DIVISION, accounts)
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "shipment")} (line_id, order_id, product_id, qty,'
+        ' customer_account, crm_account_id, "_division", "_window")'
+        " SELECT i, i / 5, i % 500, 1, 'AW' || lpad(a::text, 8, '0'),"
+        " CASE WHEN a <= $2::bigint THEN 'CRM-' || lpad(a::text, 8, '0') END, $1,"
+        " CASE WHEN i > $3::bigint THEN 'new' ELSE 'h' END"
+        " FROM generate_series(1, $3::bigint + $5::bigint) AS i,"
+        " LATERAL (SELECT 1 + i % $4::bigint AS a) AS pick",
+        DIVISION, accounts, history, keys, window)
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") SELECT 'CRM-' || lpad(i::text, 8, '0'), 'AW' || lpad(i::text, 8, '0'),"
+        " 'Account ' || i, $1, 'new' FROM generate_series($2::bigint + 1, $2::bigint + 300) AS i"
+        " UNION ALL SELECT 'CRM-0', 'aw00000005', 'Lower', $1, 'new'", DIVISION, accounts)
+    await ctx.pool.execute(f"ANALYZE {gold(ctx, 'account')}, {gold(ctx, 'shipment')}")
+    [target] = [t for t in ctx.plan.gold.links if t.table == "shipment"]
+    moves = ctx.plan.gold.moves
+    assert moves is not None
+    gold_tables = {s.name for s in ctx.plan.gold.shapes}
+    scanned: dict[str, set[str]] = {}
+    window_keys = ctx.plan.gold.keys
+    assert window_keys is not None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await window_keys.run(conn, DIVISION, "new")
+        for name, statement, args in [
+                ("keys", window_keys.fill[1], (DIVISION, "new")),
+                ("relink", target.relink, ()),
+                ("displace", target.displace, ()),
+                ("missing", target.missing, (DIVISION, "new")),
+                ("moved", moves.relinks[1], (["CRM-00000007"],))]:
+            plan = json.loads(await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args))[0]["Plan"]
+            scanned[name] = {n["Relation Name"] for n in plan_nodes(plan)
+                             if n["Node Type"] == "Seq Scan"} & gold_tables
+        linked = await conn.fetchval(
+            f"SELECT count(*) FROM {gold(ctx, 'shipment')} WHERE crm_account_id IS NOT NULL"
+            " AND customer_account BETWEEN 'AW00100001' AND 'AW00100300'")
+        lower = await conn.fetchval(f"SELECT count(*) FROM {gold(ctx, 'shipment')}"
+                                    " WHERE crm_account_id = 'CRM-0'")
+    assert scanned == {"keys": set(), "relink": set(), "displace": set(), "missing": set(),
+                       "moved": set()}
+    assert moves.relinks[1].startswith(f"UPDATE {gold(ctx, 'shipment')}")
+    expected = await ctx.pool.fetchval(
+        f"SELECT count(*) FROM {gold(ctx, 'shipment')}"
+        " WHERE customer_account BETWEEN 'AW00100001' AND 'AW00100300'")
+    assert linked == expected > 0
+    assert lower == (history + window) // keys + 1  # every line of account 5 moved
+
+
+def test_a_kpi_cannot_use_the_link_column(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(GOLD))
+    config["kpis"]["shipped"]["dimensions"]["account"] = "sales_order.crm_account_id"
+    config["kpis"]["shipped"]["goals"]["match"]["account"] = "division"
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(tmp_path / "config", "s", config))
+    assert [p.split("/")[-1] for p in raised.value.problems if "link column" in p] == [
+        "gold.json: $.gold.kpis.shipped.dimensions.account: 'sales_order.crm_account_id' is"
+        " the link column, which KPIs cannot use"]
