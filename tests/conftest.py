@@ -6,6 +6,7 @@ embedded pair is started for the session (the same helper the CLI uses).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -167,3 +168,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3) as running:
         yield running
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Poll a condition until it holds (a bounded wait, not a sleep that hopes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)

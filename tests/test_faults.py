@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,17 +22,8 @@ from assay.streams import keys as channels
 from assay.streams.codec import Item
 from assay.streams.consumer import Output, RuntimeSettings
 from assay.streams.producer import Producer, ProducerTimeout, TableTarget
-from tests.conftest import item_rows, write_config
+from tests.conftest import eventually, item_rows, write_config
 from tests.proxy import Proxy
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    """Poll a condition until it holds (a bounded wait, not a sleep that hopes)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,7 @@ from assay.runner import Context, make_consumer
 from assay.streams import keys as channels
 from assay.streams.consumer import RuntimeSettings
 from assay.streams.producer import Producer, TableTarget
-from tests.conftest import OpenContext, item_rows, write_config
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    """Poll a condition until it holds (a bounded wait, not a sleep that hopes)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+from tests.conftest import OpenContext, eventually, item_rows, write_config
 
 
 @pytest.fixture
