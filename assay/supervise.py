@@ -119,6 +119,8 @@ class Supervisor:
                 code = await asyncio.wait_for(process.wait(), grace_s)
             except TimeoutError:
                 process.kill()  # it outlived its grace: a failed stop, whatever the code
+                log.warning("process_killed_after_grace", slot=slot.name, pid=process.pid,
+                            grace_s=grace_s)
                 codes.append(await process.wait())
                 continue
             if code == -signal.SIGKILL:  # not ours: killed from outside while stopping
