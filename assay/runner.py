@@ -47,6 +47,15 @@ LAYERS: dict[str, list[str]] = {
 }
 """Each layer and the channels its consumer group reads."""
 
+GRACE_S = 30.0
+"""A layer's grace after SIGTERM: the batch in hand is finished or, past it, cancelled."""
+CLOSE_TIMEOUT_S = 5.0
+"""What closing its connections may take after that (``Context.close``)."""
+STOP_WITHIN_S = GRACE_S + CLOSE_TIMEOUT_S + 5.0
+"""How long a supervisor waits for a layer it SIGTERMed before it SIGKILLs it: the layer's
+grace, its close, and a margin to exit. Killing it at its own grace would race a layer that
+keeps its promise (it stops at ``GRACE_S``) and make a clean stop look failed."""
+
 
 @dataclass
 class Context:
@@ -59,7 +68,7 @@ class Context:
     application_name: str = "assay"
     clock: Callable[[], float] = time.time
 
-    async def close(self, timeout_s: float = 5.0) -> None:
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Close the connections; a pool that cannot close cleanly in time (a server that
         died under it) is terminated, so a stopping process never hangs here."""
         try:
@@ -213,7 +222,7 @@ async def _tick_until(consumer: Consumer, tick: Callable[[], Awaitable[object]],
             await asyncio.wait_for(consumer.stopping.wait(), interval_s)
 
 
-async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = 30.0,
+async def run_layer(layer: str, ctx: Context, *, burst: bool = False, grace_s: float = GRACE_S,
                     name: str | None = None, tick_interval_s: float = 1.0,
                     metrics_port: int | None = None, config_dir: Path | None = None,
                     pids: Path | None = None) -> int:

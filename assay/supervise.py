@@ -90,9 +90,12 @@ class Supervisor:
     async def stop(self, grace_s: float = 30.0) -> list[int]:
         """SIGTERM every live process; SIGKILL what is still alive after ``grace_s``.
 
-        Returns the exit code of each process the stop ended. A process that had died
-        already (while the stop began: too late to restart it) is logged and kept in its
-        slot's ``exits``, as a death during the run is, not counted as a failed stop.
+        Returns the exit code of each process the stop ended. A process that died of
+        something else than the stop (dead already when it began: too late to restart it;
+        or SIGKILLed by someone else during the grace period, which the stop never sends
+        before the grace is over) is logged and kept in its slot's ``exits``, as a death
+        during the run is, not counted as a failed stop. A process that outlived the grace
+        is killed and its code returned: a failed stop.
         """
         self.stopping.set()
         for task in self._tasks:
@@ -105,16 +108,25 @@ class Supervisor:
                 continue
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
-                live.append(process)
+                live.append((slot, process))
             else:
                 slot.exits.append(process.returncode)
                 log.warning("process_exited", slot=slot.name, pid=process.pid,
                             code=process.returncode, restart_in_s=None)
         codes = []
-        for process in live:
+        for slot, process in live:
             try:
-                codes.append(await asyncio.wait_for(process.wait(), grace_s))
+                code = await asyncio.wait_for(process.wait(), grace_s)
             except TimeoutError:
-                process.kill()
+                process.kill()  # it outlived its grace: a failed stop, whatever the code
+                log.warning("process_killed_after_grace", slot=slot.name, pid=process.pid,
+                            grace_s=grace_s)
                 codes.append(await process.wait())
+                continue
+            if code == -signal.SIGKILL:  # not ours: killed from outside while stopping
+                slot.exits.append(code)
+                log.warning("process_exited", slot=slot.name, pid=process.pid, code=code,
+                            restart_in_s=None)
+                continue
+            codes.append(code)
         return codes

@@ -133,6 +133,40 @@ async def test_supervisor_restarts_a_dead_process_in_its_slot() -> None:
     assert [e["slot"] for e in logs if e["event"] == "process_restarted"] == ["sleeper.1"]
 
 
+STUBBORN = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: print('term', flush=True))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(600)\n")
+"""A process that says when it is up and when it got SIGTERM, and does not stop for it."""
+
+
+async def stubborn() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", STUBBORN,
+                                                stdout=asyncio.subprocess.PIPE)
+
+
+async def test_a_process_sigkilled_by_another_during_the_stop_is_no_failed_stop() -> None:
+    supervisor = Supervisor([Slot("layer", stubborn)])
+    await supervisor.start()
+    process = supervisor.slots[0].process
+    assert process is not None and process.stdout is not None
+    assert await process.stdout.readline() == b"ready\n"
+    stopping = asyncio.create_task(supervisor.stop(grace_s=60))
+    assert await process.stdout.readline() == b"term\n"
+    os.kill(process.pid, signal.SIGKILL)  # a chaos killer, within the grace period
+    assert await stopping == []
+    assert supervisor.slots[0].exits == [-signal.SIGKILL]
+
+
+async def test_a_process_that_outlives_the_grace_is_a_failed_stop() -> None:
+    supervisor = Supervisor([Slot("layer", stubborn)])
+    await supervisor.start()
+    process = supervisor.slots[0].process
+    assert process is not None and process.stdout is not None
+    assert await process.stdout.readline() == b"ready\n"
+    assert await supervisor.stop(grace_s=0.2) == [-signal.SIGKILL]
+
+
 def test_procfile_lines_that_are_not_assay_run_or_serve_are_an_error(tmp_path: Path) -> None:
     good = tmp_path / "Procfile"
     good.write_text("bronze: assay run bronze\n# note\n\napi: assay serve --port 8080\n")

@@ -28,7 +28,7 @@ from assay.db import report
 from assay.db.pool import TRANSIENT_PG
 from assay.demo.simulator import Export, Simulator
 from assay.demo.via_http import HttpSide, replay_http, start_serve
-from assay.runner import LAYERS, Context, open_context
+from assay.runner import LAYERS, STOP_WITHIN_S, Context, open_context
 from assay.streams.consumer import TRANSIENT
 from assay.streams.dead import dead_letter_count
 from assay.streams.producer import Producer, TableTarget
@@ -327,7 +327,7 @@ async def run_demo(options: DemoOptions, redis_url: str, database_url: str,
     # -SIGTERM: a process restarted moments before the stop, still starting (before its
     # handler was installed); it held nothing. Anything else non-zero is a failure.
     if any(code not in (0, -signal.SIGTERM) for code in codes):
-        err.write(f"a layer process exited with {codes}\n")
+        err.write(f"error: a layer process did not stop cleanly (exit codes {codes})\n")
         return 1
     return 0
 
@@ -360,7 +360,7 @@ async def _start_http(options: DemoOptions, redis_url: str, database_url: str,
     return side
 
 
-async def _stop(supervisor: Supervisor, side: HttpSide | None, grace_s: float = 30.0
+async def _stop(supervisor: Supervisor, side: HttpSide | None, grace_s: float = STOP_WITHIN_S
                 ) -> list[int]:
     """Stop the layers, then the demo's ``assay serve``; the exit code of each."""
     codes = await supervisor.stop(grace_s)
