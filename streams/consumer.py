@@ -16,7 +16,6 @@ retrying (what was not acked stays pending).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -244,9 +243,10 @@ class Consumer:
         except Stopped:
             log.warning("consumer_stopped_while_retrying", layer=self.layer, consumer=self.name)
         finally:
+            # The heartbeat is cancelled, not awaited without bound: a command it has in
+            # flight must never hold the stop (nor swallow the grace's cancel of this task).
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await asyncio.wait({beat}, timeout=self.settings.heartbeat_s)
 
     async def beat_once(self) -> None:
         """Announce that this consumer is alive for the next ``heartbeat_ttl_ms``."""
