@@ -40,7 +40,11 @@ monitor: assay run monitor
 """Two consumers each for Bronze, Silver and Gold, sharing their groups."""
 
 
-@pytest.mark.parametrize("scaled", [False, True], ids=["procfile", "two_consumers_per_layer"])
+@pytest.mark.parametrize("scaled", [
+    False,
+    # Scaling is the same on every server version: once, not again on the standard ports.
+    pytest.param(True, marks=pytest.mark.once),
+], ids=["procfile", "two_consumers_per_layer"])
 def test_demo_prints_the_reference_kpis(tmp_path: Path, redis_url: str, database_url: str,
                                         prefix: str, redis: object, pool: object,
                                         scaled: bool) -> None:

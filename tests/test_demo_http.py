@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.test_demo import ROOT, comparable
+
+# The HTTP face over the same layers: once, not again on the standard ports.
+pytestmark = pytest.mark.once
 
 
 def demo(tmp_path: Path, redis_url: str, database_url: str, prefix: str,

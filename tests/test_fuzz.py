@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
@@ -39,6 +40,9 @@ from assay.streams import keys as channels
 from assay.streams.codec import decode_entry
 from assay.streams.keys import Keys
 from tests.conftest import write_config
+
+# Decoding does not depend on the server versions: once, not again on the standard ports.
+pytestmark = pytest.mark.once
 
 EXAMPLES = int(os.environ.get("ASSAY_FUZZ_EXAMPLES", "200"))
 DIVISIONS = ("east", "west")
