@@ -334,11 +334,11 @@ async def test_a_window_of_many_keys_links_as_one_of_few(ctx: Context) -> None:
     keys = ctx.plan.gold.keys
     assert keys is not None
     states = []
-    for many in (keys.many, 1):
+    for many, share in ((keys.many, keys.share), (1, 0.0)):
         await ctx.pool.execute("TRUNCATE " + ", ".join(
             f'"{ctx.plan.schema}"."{s.name}"' for s in ctx.plan.gold.shapes))
         gold_plan = dataclasses.replace(
-            ctx.plan.gold, keys=dataclasses.replace(keys, many=many))
+            ctx.plan.gold, keys=dataclasses.replace(keys, many=many, share=share))
         processor = GoldProcessor(ctx.pool, dataclasses.replace(ctx.plan, gold=gold_plan),
                                   ctx.clock)
         for window in windows:
