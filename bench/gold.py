@@ -339,7 +339,8 @@ def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
     kind |= {sql: "link" for link in plan.gold.links
              for sql in (link.relink, link.displace, link.missing)}
     if plan.gold.keys:
-        kind |= {sql: "link" for sql in (plan.gold.keys.prepare, *plan.gold.keys.fill)}
+        kind |= {sql: "link" for sql in (plan.gold.keys.prepare, plan.gold.keys.count,
+                                         *plan.gold.keys.fill, *plan.gold.keys.fill_many)}
     if plan.gold.moves:
         kind |= {sql: "link" for sql in (plan.gold.moves.find, *plan.gold.moves.relinks)}
     kind |= {sql: "kpi" for kpi in plan.gold.kpis

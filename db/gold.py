@@ -247,38 +247,78 @@ async def use_work_mem(conn: asyncpg.Connection, work_mem: str) -> None:
     await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
 
 
+MANY_KEYS = 10_000
+MANY_SHARE = 0.15
+"""A window of at least MANY_KEYS account rows and MANY_SHARE of the accounts table finds
+its keys' accounts by one join over that table instead of one index probe per key.
+Measured with ``python -m bench.gold``'s data on 2 cores: a million accounts arriving
+at once fill in 5.8 s instead of 18.8 s; 50k over a million still probe faster (0.21 s
+against 0.34 s); the two meet near 200k over 1.2M."""
+
+
 @dataclass(frozen=True)
 class WindowKeys:
     """The account keys a window brought, each with the ids of all accounts holding it now,
-    lowest first: one probe of the accounts' (key, id) index per key, once per window, in
-    a temporary table every link target reads (analysed, so its size is known)."""
+    lowest first, in a temporary table every link target reads (analysed, so its size is
+    known and the targets' joins follow it).
+
+    A window of few accounts probes the accounts' (key, id) index once per key; a window
+    of at least ``many`` accounts and ``share`` of the table reads the accounts table
+    once, joined to the window's keys and grouped by key, where a million probes cost
+    more than one pass. Both forms
+    give every key that has an account the same ids (the first form also keeps a null
+    key, with none), so the targets link alike.
+    """
 
     prepare: str
+    count: str
     fill: tuple[str, ...]
+    fill_many: tuple[str, ...]
+    many: int
+    share: float
 
     @classmethod
-    def build(cls, schema: str, lookup: AccountLookup, id_type: str) -> WindowKeys:
+    def build(cls, schema: str, lookup: AccountLookup, id_type: str,
+              many: int = MANY_KEYS, share: float = MANY_SHARE) -> WindowKeys:
         source = qualified(schema, f"gold_{lookup.accounts}")
         account_id = quote(lookup.id)
         table = window_keys_table(schema)
+        in_window = ' WHERE w."_division" = $1 AND w."_window" = $2'
+        analyse = f"ANALYZE {table}"
         return cls(
             # Emptied by the fill, not at commit: it also serves outside a transaction.
             prepare=(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k text, id {id_type},"
                      f" displaced {id_type}[])"),
+            # The table's name is quoted identifiers (no single quotes), as a regclass literal.
+            count=(f"SELECT count(*), (SELECT reltuples FROM pg_class WHERE oid ="
+                   f" '{source}'::regclass) FROM {source} AS w{in_window}"),
             fill=(
                 f"DELETE FROM {table}",
                 f"INSERT INTO {table} SELECT keys.k, ids[1], ids[2:] FROM"
                 f" (SELECT DISTINCT {normalised('w', lookup.key)} AS k FROM {source} AS w"
-                ' WHERE w."_division" = $1 AND w."_window" = $2) AS keys,'
+                f"{in_window}) AS keys,"
                 f" LATERAL (SELECT ARRAY(SELECT a.{account_id} FROM {source} AS a"
                 f" WHERE {normalised('a', lookup.key)} = keys.k"
                 f" ORDER BY a.{account_id})) AS found(ids)",
-                f"ANALYZE {table}"),
+                analyse),
+            # A key without an account (a null key) links nothing in either form.
+            fill_many=(
+                f"DELETE FROM {table}",
+                f"INSERT INTO {table} SELECT found.k, found.ids[1], found.ids[2:] FROM"
+                f" (SELECT {normalised('a', lookup.key)} AS k,"
+                f" array_agg(a.{account_id} ORDER BY a.{account_id}) AS ids FROM {source} AS a"
+                f" WHERE {normalised('a', lookup.key)} IN (SELECT {normalised('w', lookup.key)}"
+                f" FROM {source} AS w{in_window}) GROUP BY 1) AS found",
+                analyse),
+            many=many,
+            share=share,
         )
 
     async def run(self, conn: asyncpg.Connection, division: str, window: str) -> None:
         await conn.execute(self.prepare)
-        for statement in self.fill:
+        rows, accounts = await conn.fetchrow(self.count, division, window)
+        many = rows >= self.many and rows >= self.share * max(accounts, 0)
+        for statement in self.fill_many if many else self.fill:
             await (conn.execute(statement, division, window) if "$1" in statement
                    else conn.execute(statement))
 

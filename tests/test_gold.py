@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import inspect
 import json
 import os
@@ -311,6 +312,41 @@ async def test_rows_of_a_renumbered_or_deleted_account_look_their_account_up_aga
                       deletes={"crm_account": [{"crm_id": "CRM-2"}]})
     assert await links(ctx, "sales_order", "order_id") == {1: None, 2: "CRM-7"}
     assert await links(ctx, "shipment", "line_id") == {1: None, 2: "CRM-7"}
+
+
+async def test_a_window_of_many_keys_links_as_one_of_few(ctx: Context) -> None:
+    # The same windows applied twice over the same Silver: keys probed one by one, then
+    # found by one join over the accounts (every window counts as many); Gold must agree.
+    windows = {
+        "2024-01": merged(CATALOGUE, {"crm_account": [account("CRM-5", " aw00000003")]},
+                          sale(1, "AW00000001", "2024-01-15 10:00:00", [(1, 10, "2")]),
+                          sale(2, "AW00000002", "2024-01-16 10:00:00", [(2, 10, "1")]),
+                          sale(3, "AW00000003", "2024-01-17 10:00:00", [(3, 20, "1")])),
+        "2024-02": merged(CATALOGUE, {"crm_account": [account("CRM-9", " Aw00000001 "),
+                                                      account("CRM-2", "AW00000003 ")]},
+                          sale(4, "aw00000001", "2024-02-15 10:00:00", [(4, 10, "3")])),
+        "2024-03": merged(CATALOGUE, {"crm_account": [account("CRM-1", "aw00000001"),
+                                                      account("CRM-8", "AW00000003")]},
+                          sale(5, "AW00000003", "2024-03-15 10:00:00", [(5, 20, "1")])),
+    }
+    for window, tables in windows.items():
+        await send_window(ctx, window, tables, gold=False)
+    keys = ctx.plan.gold.keys
+    assert keys is not None
+    states = []
+    for many, share in ((keys.many, keys.share), (1, 0.0)):
+        await ctx.pool.execute("TRUNCATE " + ", ".join(
+            f'"{ctx.plan.schema}"."{s.name}"' for s in ctx.plan.gold.shapes))
+        gold_plan = dataclasses.replace(
+            ctx.plan.gold, keys=dataclasses.replace(keys, many=many, share=share))
+        processor = GoldProcessor(ctx.pool, dataclasses.replace(ctx.plan, gold=gold_plan),
+                                  ctx.clock)
+        for window in windows:
+            await processor.apply(DIVISION, window)
+        assert await links(ctx, "shipment", "line_id") == {
+            1: "CRM-1", 2: None, 3: "CRM-2", 4: "CRM-1", 5: "CRM-2"}
+        states.append(await snapshot(ctx))
+    assert states[0] == states[1]
 
 
 async def test_a_window_applied_while_another_holds_its_account_still_links(
