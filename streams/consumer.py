@@ -243,10 +243,10 @@ class Consumer:
         except Stopped:
             log.warning("consumer_stopped_while_retrying", layer=self.layer, consumer=self.name)
         finally:
-            # The heartbeat is cancelled, not awaited without bound: a command it has in
-            # flight must never hold the stop (nor swallow the grace's cancel of this task).
+            # Wait for the cancelled heartbeat to end (its connection goes back to the pool)
+            # without swallowing a cancel of this task: the grace's cancel must get through.
             beat.cancel()
-            await asyncio.wait({beat}, timeout=self.settings.heartbeat_s)
+            await asyncio.wait({beat})
 
     async def beat_once(self) -> None:
         """Announce that this consumer is alive for the next ``heartbeat_ttl_ms``."""
