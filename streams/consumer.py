@@ -16,6 +16,7 @@ retrying (what was not acked stays pending).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -235,7 +236,8 @@ class Consumer:
         Stopped while a server is down, it returns at once: the batch in hand was not
         acked and stays pending for whoever reads the stream next.
         """
-        beat = asyncio.create_task(self._beat())
+        done = asyncio.Event()
+        beat = asyncio.create_task(self._beat(done))
         try:
             await self._retrying(self.beat_once)
             await self._retrying(self.ensure_groups)
@@ -243,8 +245,10 @@ class Consumer:
         except Stopped:
             log.warning("consumer_stopped_while_retrying", layer=self.layer, consumer=self.name)
         finally:
-            # Wait for the cancelled heartbeat to end (its connection goes back to the pool)
-            # without swallowing a cancel of this task: the grace's cancel must get through.
+            # The heartbeat ends by itself once ``done`` is set, even if a command in flight
+            # turned its cancel into a connection error; asyncio.wait lets a cancel of this
+            # task through (the grace's cancel must never be swallowed here).
+            done.set()
             beat.cancel()
             await asyncio.wait({beat})
 
@@ -253,10 +257,13 @@ class Consumer:
         await self.redis.set(self.keys.alive(self.layer, self.name), b"1",
                              px=self.settings.heartbeat_ttl_ms)
 
-    async def _beat(self) -> None:
-        """Renew the heartbeat until cancelled (when ``run`` ends)."""
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
+    async def _beat(self, done: asyncio.Event) -> None:
+        """Renew the heartbeat every ``heartbeat_s`` until ``done`` is set."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.settings.heartbeat_s)
+            if done.is_set():
+                return
             try:
                 await self.beat_once()
             except TRANSIENT as exc:
