@@ -34,6 +34,7 @@ from assay.streams import keys as channels
 from assay.streams.client import Client, connect, persists
 from assay.streams.consumer import TRANSIENT, BatchResult, Consumer, Processor, RuntimeSettings
 from assay.streams.keys import Keys
+from assay.streams.tasks import cancel_until_done
 from assay.streams.windows import WindowStore
 
 log = structlog.get_logger("assay.runner")
@@ -280,7 +281,7 @@ async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name
     def on_signal(sig: signal.Signals) -> None:
         log.info("shutdown_requested", layer=layer, signal=sig.name)
         consumer.stop()
-        loop.call_later(grace_s, task.cancel)
+        loop.call_later(grace_s, cancel_until_done, task)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -332,7 +333,7 @@ async def _run_monitor(ctx: Context, names: dict[str, str], environment: str, bu
     def on_signal(sig: signal.Signals) -> None:
         log.info("shutdown_requested", layer="monitor", signal=sig.name)
         stop.set()
-        loop.call_later(grace_s, task.cancel)
+        loop.call_later(grace_s, cancel_until_done, task)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)

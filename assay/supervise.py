@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from assay.streams.tasks import cancel_until_done
+
 log = structlog.get_logger("assay.supervise")
 
 Start = Callable[[], Awaitable[asyncio.subprocess.Process]]
@@ -99,7 +101,7 @@ class Supervisor:
         """
         self.stopping.set()
         for task in self._tasks:
-            task.cancel()
+            cancel_until_done(task)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         live = []
         for slot in self.slots:

@@ -53,6 +53,7 @@ from assay.streams.codec import (
 )
 from assay.streams.keys import Keys
 from assay.streams.reads import by_slot, read_group
+from assay.streams.tasks import cancel_until_done
 
 log = structlog.get_logger("assay.streams")
 
@@ -249,7 +250,7 @@ class Consumer:
             # turned its cancel into a connection error; asyncio.wait lets a cancel of this
             # task through (the grace's cancel must never be swallowed here).
             done.set()
-            beat.cancel()
+            cancel_until_done(beat)
             await asyncio.wait({beat})
 
     async def beat_once(self) -> None:

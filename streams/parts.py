@@ -28,6 +28,7 @@ import redis.exceptions
 
 from assay.streams.client import Client
 from assay.streams.keys import Keys
+from assay.streams.tasks import cancel_and_wait, cancel_requested
 
 _CLAIM = """
 local fingerprint = redis.call('HGET', KEYS[1], 'fingerprint')
@@ -128,14 +129,13 @@ class TableParts:
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *_LOST):
-                await renewing
+            with contextlib.suppress(*_LOST):
+                await cancel_and_wait(renewing)
             with contextlib.suppress(*_LOST):  # else it expires
                 await self._release(keys=[lease], args=[claim.token])
 
     async def _keep(self, lease: str, token: str) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(self.lease_ms / 3000)
             await self._renew(keys=[lease], args=[token, self.lease_ms])
 

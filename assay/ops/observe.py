@@ -18,6 +18,7 @@ from assay.ops.metrics import Metrics
 from assay.ops.notify import Notification, Notifier, from_result, from_window
 from assay.streams.codec import Item
 from assay.streams.consumer import BatchResult, Output
+from assay.streams.tasks import cancel_until_done
 
 log = structlog.get_logger("assay.observe")
 
@@ -58,7 +59,7 @@ class BatchObserver:
         """Send what is queued, then flush the notifier."""
         await self._queue.join()
         if self._sender is not None:
-            self._sender.cancel()
+            cancel_until_done(self._sender)
             await asyncio.wait([self._sender])
         await self.notifier.close()
 

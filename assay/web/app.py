@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from assay.contracts.config import SHA256_RE, HttpToken
 from assay.runner import Context
+from assay.streams.tasks import cancel_and_wait
 from assay.web import page, read
 from assay.web.answers import json_response, problem_answer
 from assay.web.auth import Auth, Limits
@@ -44,9 +45,7 @@ def create_app(web: Web, sample_s: float = 2.0) -> Starlette:
             yield
         finally:
             web.ready = False
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await cancel_and_wait(sampler)
 
     routes = [
         Route("/v1/divisions/{division}/windows/{window}/tables/{table}", ingest,

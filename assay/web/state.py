@@ -66,8 +66,9 @@ class Web:
         import asyncio
 
         from assay.streams.consumer import TRANSIENT
+        from assay.streams.tasks import cancel_requested
 
-        while True:
+        while not cancel_requested():
             with contextlib.suppress(*TRANSIENT):
                 await self.sample()
             await asyncio.sleep(interval_s)
