@@ -478,12 +478,13 @@ async def measure(ctx: Context, timer: StatementTimer, window: Window, verbose: 
     whole = await window_to_kpis(ctx, timer, window.name)
     if verbose:
         timer.top(f"window {window.name}")
+    parts = split(plan, timer)
     [lines] = [sync.table for sync in plan.gold.syncs
                if f'{quote("silver_erp_order_line")} AS s' in sync.upsert]
     applied = await ctx.pool.fetchval(
-        f'SELECT count(*) FROM {lines} WHERE "_division" = $1 AND "_window" = $2',
-        DIVISIONS[0], window.name)
-    return Applied(whole, split(plan, timer), applied, os.getloadavg()[0])
+        f'SELECT count(*) FROM {lines} WHERE "line_id" BETWEEN $1 AND $2'
+        ' AND "_division" = $3 AND "_window" = $4', *window.lines, DIVISIONS[0], window.name)
+    return Applied(whole, parts, applied, os.getloadavg()[0])
 
 
 async def curve(ctx: Context, timer: StatementTimer, sizes: list[int], window_lines: int,
