@@ -784,6 +784,7 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
                                      command_timeout=3600)
     client = await connect(redis_url)
     load_before = os.getloadavg()
+    version = code_version()  # the code measured, not the checkout's state at the end
     started = time.perf_counter()
     rows: list[Row] = []
     keep = args.keep or bool(args.reuse)
@@ -810,7 +811,7 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
             f" {os.cpu_count()} cores, load average before"
             f" {tuple(round(x, 2) for x in load_before)}, after"
             f" {tuple(round(x, 2) for x in load_after)}, {time.strftime('%Y-%m-%d')},"
-            f" commit {code_version()['commit']}."
+            f" commit {version['commit']}."
             " History built with set-based SQL (Silver) and the production upserts over"
             " row ranges (Gold), then VACUUM ANALYZE and a full KPI recompute.",
         ]
@@ -820,7 +821,7 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
         CURVE.with_suffix(".json").write_text(json.dumps(
             {"window_lines": args.window_lines, "windows": args.windows,
              "load_before": load_before, "load_after": load_after, "server": server,
-             "command": command, "date": time.strftime("%Y-%m-%d"), **code_version(),
+             "command": command, "date": time.strftime("%Y-%m-%d"), **version,
              "points": [p.stored() for p in points]}, indent=1))
         plot(points, args.window_lines, CURVE.with_suffix(".png"),
              f"{server.split(' (')[0]}, {os.cpu_count()} cores, load"
