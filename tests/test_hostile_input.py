@@ -419,11 +419,19 @@ async def test_invalid_utf8_in_an_unknown_field_fails_only_its_batch_element(
     assert [r["_row"] for r in await bronze_rows(ctx)] == [1]
 
 
+@pytest.mark.parametrize(("row", "name"), [
+    (b'"row":1,"row":2', b'"name":"first","name":"last"'),
+    # The first occurrence would be refused on its own; the last one is what counts.
+    (b'"row":18446744073709551616,"row":2', b'"name":18446744073709551616,"name":"last"'),
+    (b'"row":0,"row":2', b'"name":null,"name":"last"'),
+    (b'"row":"x","row":2', b'"name":{"deep":[1]},"name":"last"'),
+])
 async def test_a_repeated_key_keeps_its_last_value_and_the_entry_lands_once(
-        ctx: Context) -> None:
-    entry = (b'{"type":"record","division":"east","table":"item","window":"w","row":1,"row":2,'
-             b'"payload":{"id":"1","name":"first","name":"last"}}')
+        ctx: Context, row: bytes, name: bytes) -> None:
+    entry = (b'{"type":"record","division":"east","table":"item","window":"w",' + row
+             + b',"payload":{"id":"1",' + name + b'}}')
     await ctx.redis.xadd(ctx.keys.stream("east", channels.INGEST), {b"json": entry})
     await make_consumer("bronze", ctx).run(burst=True)
     assert [(r["_row"], r["name"]) for r in await bronze_rows(ctx)] == [(2, "last")]
     assert await dead_letters(ctx) == []
+    assert await pending(ctx, channels.INGEST, "bronze") == 0
