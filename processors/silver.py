@@ -122,6 +122,10 @@ class SilverProcessor:
             if table is None:
                 out.rejected.append((item, f"unknown table {record.table!r}"))
                 continue
+            if f"{{{record.division}}}" not in item.stream:
+                out.rejected.append((item, f"record of division {record.division!r} on "
+                                           "another division's stream"))
+                continue
             if holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue

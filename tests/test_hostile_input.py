@@ -23,6 +23,7 @@ import pytest
 from assay.contracts.messages import (
     Accounted,
     DeadLetter,
+    Landed,
     LandedBatch,
     Record,
     TableEnd,
@@ -289,6 +290,22 @@ async def test_accounting_of_another_division_is_refused(ctx: Context) -> None:
     [letter] = await dead_letters(ctx)
     assert "another division" in letter.error
     assert await WindowStore(ctx.redis, ctx.keys).windows("west") == []
+
+
+async def test_silver_refuses_a_landed_record_of_another_division(ctx: Context) -> None:
+    """Bronze checks the division at the door; an entry put straight onto the bronze
+    stream is checked again, so a west row never lands in east's accounting."""
+    payload = {"id": "1", "name": "n", "qty": "1", "weight": "1", "unit": "LB"}
+    batch = LandedBatch(items=[
+        Landed(record=Record(division=division, table="item", window="w", row=row,
+                             payload=payload), derived={}, bronze_id=f"1-0:{row}")
+        for division, row in (("east", 1), ("west", 2))])
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.BRONZE), encode(batch))
+    await make_consumer("silver", ctx).run(burst=True)
+    [letter] = await dead_letters(ctx)
+    assert "another division" in letter.error
+    rows = await ctx.pool.fetch(f'SELECT id FROM "{ctx.plan.schema}"."silver_item"')
+    assert [r["id"] for r in rows] == [1]
 
 
 async def test_gold_refuses_a_window_event_of_another_division(ctx: Context) -> None:
