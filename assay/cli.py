@@ -326,15 +326,19 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
               " layer named on several lines runs as that many consumers.")
 @click.option("--via", type=click.Choice(["redis", "http"]), default="redis", show_default=True,
               help="http: send the records through `assay serve` instead of XADD.")
+@click.option("-c", "--concurrency", "concurrency", multiple=True, metavar="NAME=N[,...]",
+              help="Consumers per Procfile process, as honcho -c: silver=2 runs silver.1 and"
+              " silver.2 (default: silver gets one per core, up to 4).")
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
          last: str | None, timeout_s: float, procfile: Path | None, via: str,
-         keep_running: bool) -> None:
+         concurrency: tuple[str, ...], keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs.
 
     It prints progress, the KPI table and a summary; its own log shows warnings only unless
     --log-level or ASSAY_LOG_LEVEL asks for more (each layer logs to .assay/logs/LAYER.log).
     """
+    from assay.demo import run as demo_run
     from assay.demo.run import DemoOptions, ProcfileError, procfile_lines, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
     from assay.resources import CONFIG, PROCFILE, resource
@@ -355,7 +359,10 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         keep_running=keep_running,
     )
     try:
-        procfile_lines(options.procfile)
+        if concurrency:
+            options.concurrency = demo_run.parse_concurrency(concurrency)
+        demo_run.concurrency(options.concurrency, procfile_lines(options.procfile),
+                             options.procfile)
     except ProcfileError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
