@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import BIGINT, Record
+from assay.contracts.messages import BIGINT, Landed, Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
@@ -260,6 +260,12 @@ def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -
     values = [*record.payload.items(), *(derived or {}).items()]
     return "\x00" in names or any(
         "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
+
+
+def may_hold_nul(messages: Sequence[Record | Landed]) -> bool:
+    """Whether a text of a batch's records (or landed items) may hold NUL: one JSON scan of
+    the whole batch. ``False`` is exact; on ``True``, ``holds_nul`` tells which does."""
+    return b"\\u0000" in _json(messages)
 
 
 _json = msgspec.json.encode

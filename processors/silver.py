@@ -20,7 +20,7 @@ from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
 from assay.db.pool import transaction
 from assay.db.silver import SilverWriter
-from assay.processors.normalise import NUL, CoercionError, holds_nul
+from assay.processors.normalise import NUL, CoercionError, holds_nul, may_hold_nul
 from assay.processors.plan import Plan, TablePlan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -109,6 +109,7 @@ class SilverProcessor:
         applied: list[tuple[str, str, str, int]] = []
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
+        suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
@@ -126,7 +127,7 @@ class SilverProcessor:
                 out.rejected.append((item, f"record of division {record.division!r} on "
                                            "another division's stream"))
                 continue
-            if holds_nul(record, message.derived):
+            if suspect and holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue
             try:
