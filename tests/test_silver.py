@@ -171,7 +171,8 @@ async def test_a_batch_of_upserts_and_deletes_applies_both(ctx: Context) -> None
     def landed(i: int, op: str, **row: str) -> Item:
         record = Record(division="emea", table="customer", window="w2", row=i, payload=row,
                         op="delete" if op == "delete" else "upsert")
-        return Item("s", "9-0", i, Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
+        return Item("t:{emea}:bronze", "9-0", i,
+                    Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
 
     batch = [landed(1, "upsert", id="3", name="Three", updated="2024-03-05 00:00:00"),
              landed(2, "delete", id="1", updated="2024-03-05 00:00:00")]
