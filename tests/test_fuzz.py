@@ -261,7 +261,7 @@ class Run:
         ids = await pipe.execute()
         entries = [sent(stream, entry_id.decode(), entry)
                    for (stream, entry), entry_id in zip(batch, ids, strict=True)]
-        await eventually(self.drained, timeout=120)
+        await eventually(self.drained, timeout=120, interval=0.005)
         self.check_alive()
         await self.check(entries, whole)
         return entries
