@@ -259,12 +259,12 @@ class Run:
         for stream, (fields, _, _) in batch:
             pipe.xadd(stream, fields)  # type: ignore[arg-type]
         ids = await pipe.execute()
-        entries = [sent(stream, entry_id.decode(), entry)
-                   for (stream, entry), entry_id in zip(batch, ids, strict=True)]
+        added = [sent(stream, entry_id.decode(), entry)
+                 for (stream, entry), entry_id in zip(batch, ids, strict=True)]
         await eventually(self.drained, timeout=120, interval=0.005)
         self.check_alive()
-        await self.check(entries, whole)
-        return entries
+        await self.check(added, whole)
+        return added
 
     async def drained(self) -> bool:
         """Every group of every stream has read everything and acked it, at one instant
@@ -303,14 +303,14 @@ class Run:
             self.dead_read[division] = raw[-1][0].decode()
         return [m for _, f in raw if isinstance(m := decode_entry(f).message, DeadLetter)]
 
-    async def check(self, entries: list[Sent], whole: bool = False) -> None:
+    async def check(self, added: list[Sent], whole: bool = False) -> None:
         letters = {division: await self.new_dead_letters(division) for division in DIVISIONS}
         per_entry = Counter((d.stream, d.entry_id) for ds in letters.values() for d in ds)
-        ours = {(e.stream, e.entry_id) for e in entries}
+        ours = {(e.stream, e.entry_id) for e in added}
         again = [k for k in per_entry if k in self.fed and k not in ours]
         assert not again, f"entries of earlier examples dead-lettered again: {again[:10]}"
         self.fed |= ours
-        for entry in entries:
+        for entry in added:
             count = per_entry[(entry.stream, entry.entry_id)]
             if entry.malformed:
                 assert count == 1, f"malformed {entry} dead-lettered {count} times"
@@ -325,7 +325,7 @@ class Run:
                       f'SELECT division, "window", table_name, "row" FROM "{self.schema}"."_rows"'
                       ' WHERE "window" = ANY($1::text[])', list(WINDOWS))}
         ended = ledger | self.dead_rows
-        expected = {p for e in entries if e.stream.endswith(f":{channels.INGEST}")
+        expected = {p for e in added if e.stream.endswith(f":{channels.INGEST}")
                     for p in placed(e.message, self.keys.division_of(e.stream))}
         missing = expected - ended
         assert not missing, f"rows that ended nowhere: {sorted(missing)[:10]}"
@@ -399,9 +399,9 @@ async def run(tmp_path: Path, prefix: str, schema: str, redis_url: str, database
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, Any]], Any]:
     """Run a coroutine on the test's event loop from Hypothesis's thread, to its end."""
-    def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    def call(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
-    return run
+    return call
 
 
 async def test_each_example_leaves_every_layer_alive_and_every_entry_accounted(run: Run
@@ -441,5 +441,5 @@ async def test_hostile_entries_split_out_of_large_mixed_batches(run: Run) -> Non
     entries together and must split each bad one out; the same invariants at the end."""
     batch = [(run.keys.stream(division, channel), entry)
              for channel in channels.CHANNELS for division, entry in drawn(channel, BULK)]
-    entries = await run.feed(batch, whole=True)
-    assert any(e.malformed for e in entries) and any(not e.malformed for e in entries)
+    added = await run.feed(batch, whole=True)
+    assert any(e.malformed for e in added) and any(not e.malformed for e in added)
