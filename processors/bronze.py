@@ -75,6 +75,7 @@ class BronzeProcessor:
             for n, t in plan.tables.items()
         }
         self.max_payload = plan.config.pipeline.max_payload_bytes
+        self.max_row = plan.config.pipeline.max_row
 
     async def process(self, items: Sequence[Item]) -> Output:
         now = self.clock()
@@ -87,6 +88,9 @@ class BronzeProcessor:
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
+                if message.rows > self.max_row:
+                    out.rejected.append((item, f"rows {message.rows} above max_row={self.max_row}"))
+                    continue
                 out.emits.append((channels.BRONZE, message))
                 continue
             if not isinstance(message, Record):
@@ -130,6 +134,8 @@ class BronzeProcessor:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:
             return f"record of division {record.division!r} on another division's stream"
+        if record.row > self.max_row:
+            return f"row {record.row} above max_row={self.max_row}"
         if suspect and holds_nul(record):
             return NUL
         if item.entry_size <= self.max_payload:

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from assay.contracts.config import ConfigError, load_config
 from assay.contracts.messages import (
     Accounted,
     DeadLetter,
@@ -37,6 +38,7 @@ from assay.streams.codec import Item, decode_entry, encode
 from assay.streams.consumer import Consumer, Output, RuntimeSettings
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
+from tests.conftest import OpenContext, write_config
 
 GOOD: dict[str, Any] = {"type": "record", "division": "east", "table": "item", "window": "w",
                         "row": 1, "payload": {"id": "1", "name": "n", "qty": "1",
@@ -452,3 +454,34 @@ async def test_a_repeated_key_keeps_its_last_value_and_the_entry_lands_once(
     assert [(r["_row"], r["name"]) for r in await bronze_rows(ctx)] == [(2, "last")]
     assert await dead_letters(ctx) == []
     assert await pending(ctx, channels.INGEST, "bronze") == 0
+
+
+async def test_max_row_caps_what_one_record_can_make_redis_allocate(
+        tmp_path: Path, schema: str, open_ctx: OpenContext) -> None:
+    """With ``max_row`` 1000 a row or a table_end beyond it is dead-lettered at Bronze's
+    door, and the barrier refuses such a row put straight onto its stream: no bitmap grows
+    past 1000 bits (with the default, a row near 2^32 costs 512 MB)."""
+    ctx = await open_ctx(write_config(tmp_path / "capped", schema, max_row=1000))
+    ingest = ctx.keys.stream("east", channels.INGEST)
+    for message in (record(row=1000), record(row=1001),
+                    {"type": "table_end", "division": "east", "table": "item", "window": "w",
+                     "rows": 1001}):
+        await ctx.redis.xadd(ingest, {b"json": js(message)})
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.ACCOUNTED), encode(Accounted(
+        division="east", table="item", window="x", layer="silver", applied=[7, 4_000_000_000])))
+    for layer in ("bronze", "silver", "barrier"):
+        await make_consumer(layer, ctx).run(burst=True)
+    assert [r["_row"] for r in await bronze_rows(ctx)] == [1000]
+    errors = sorted(d.error for d in await dead_letters(ctx))
+    assert errors == ["row 1001 above max_row=1000", "row number 4000000000 outside 1…1000",
+                      "rows 1001 above max_row=1000"]
+    sizes = [await ctx.redis.strlen(key) async for key in ctx.redis.scan_iter(
+        match=f"{ctx.keys.prefix}:*", _type="string")]
+    assert sizes and max(sizes) <= 1000 // 8 + 1
+
+
+@pytest.mark.parametrize("bad", [0, 2**32])
+def test_max_row_is_within_what_a_bitmap_addresses(tmp_path: Path, schema: str,
+                                                    bad: int) -> None:
+    with pytest.raises(ConfigError, match="max_row"):
+        load_config(write_config(tmp_path / "bad", schema, max_row=bad))
