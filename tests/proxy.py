@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlparse
 
 
 class Proxy:
@@ -64,3 +65,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     finally:
         with contextlib.suppress(ConnectionError, OSError):
             writer.close()
+
+
+def through(url: str, proxy: Proxy) -> str:
+    """``url`` (Redis or PostgreSQL) with its host and port replaced by the proxy's;
+    user, password, path and query stay."""
+    parsed = urlparse(url)
+    user = parsed.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{proxy.port}" if user else f"127.0.0.1:{proxy.port}"
+    return parsed._replace(netloc=netloc).geturl()
