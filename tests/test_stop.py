@@ -165,3 +165,29 @@ async def test_sigterm_ends_the_http_server_while_a_server_is_down(
         if logged.process.returncode is None:
             logged.process.kill()
             await logged.process.wait()
+
+
+async def test_sigterm_ends_a_layer_of_many_streams_while_redis_hangs(
+        ctx: Context, config_dir: Path, redis_url: str, database_url: str,
+        proxies: dict[str, Proxy]) -> None:
+    """A hung Redis answers nothing: every command waits out the socket timeout. The stop
+    used to wait it out once more per stream while leaving the groups (the barrier of
+    three divisions reads six: 40 s, past the grace); it gives up at the first."""
+    pipeline = json.loads((config_dir / "pipeline.json").read_text())
+    pipeline["divisions"]["north"] = {"name": "North", "tables": ["item"]}
+    (config_dir / "pipeline.json").write_text(json.dumps(pipeline))
+    logged = await start(["run", "barrier"], ctx, config_dir, redis_url, database_url, proxies)
+    try:
+        await logged.logged("layer_started")
+        proxies["redis"].stall()
+
+        async def waiting() -> bool:  # a command of the barrier's is held: it waits
+            return proxies["redis"].held > 0
+
+        await eventually(waiting)
+        await stopped(logged, "layer_stopped")
+        assert logged.events.count("consumer_leave_failed") == 1
+    finally:
+        if logged.process.returncode is None:
+            logged.process.kill()
+            await logged.process.wait()
