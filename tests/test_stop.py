@@ -191,3 +191,34 @@ async def test_sigterm_ends_a_layer_of_many_streams_while_redis_hangs(
         if logged.process.returncode is None:
             logged.process.kill()
             await logged.process.wait()
+
+
+async def test_past_its_grace_a_layer_exits_at_once_while_postgresql_hangs(
+        ctx: Context, config_dir: Path, redis_url: str, database_url: str,
+        proxies: dict[str, Proxy]) -> None:
+    """A hung PostgreSQL holds Silver's batch past the grace: the batch is cancelled (left
+    pending) and the process exits 1 right then — its pool is terminated, not waited for
+    again (that used to add the 5 s close timeout to the grace)."""
+    grace = 2.0
+    logged = await start(["run", "silver", "--grace", str(grace)], ctx, config_dir, redis_url,
+                         database_url, proxies)
+    try:
+        await logged.logged("layer_started")
+        proxies["postgresql"].stall()
+        await send_bronze(ctx)
+
+        async def waiting() -> bool:  # Silver's batch is held by the hung server
+            return proxies["postgresql"].held > 0
+
+        await eventually(waiting)
+        started = time.monotonic()
+        logged.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(logged.process.wait(), GRACE_S)
+        took = time.monotonic() - started
+        await logged.reader
+        assert code == 1 and "shutdown_grace_exceeded" in logged.events, logged.events[-5:]
+        assert grace <= took < grace + 4.0  # not grace + the 5 s close timeout
+    finally:
+        if logged.process.returncode is None:
+            logged.process.kill()
+            await logged.process.wait()
