@@ -17,10 +17,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/run.sh
 
-# The fuzz test of live layer processes at length (make test runs it with 200 examples per stream).
+# The fuzz tests of live layer processes at length (make test runs them with 200 examples per
+# stream, one at a time, and 200 entries per stream at once).
 FUZZ_EXAMPLES ?= 2000
+FUZZ_BULK ?= 1000
 fuzz: $(STAMP)
-	ASSAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py --timeout 3600 $(ARGS)
+	ASSAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ASSAY_FUZZ_BULK=$(FUZZ_BULK) $(BIN)/pytest tests/test_fuzz.py --timeout 3600 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

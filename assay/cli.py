@@ -155,15 +155,18 @@ def migrate(config_dir: Path | None, keep_running: bool, dry_run: bool, drop: bo
 @click.option("--name", default=None, help="Consumer name (default: layer-host-pid).")
 @click.option("--metrics-port", type=int, default=None, envvar="ASSAY_METRICS_PORT",
               help="Serve Prometheus metrics on this port.")
+@click.option("--grace", "grace_s", type=click.FloatRange(min=0.1, max=30.0), default=30.0,
+              show_default=True, help="Seconds after SIGTERM to finish the batch in hand;"
+              " past them it is cancelled (left pending) and the process exits 1.")
 def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
-        metrics_port: int | None) -> None:
+        metrics_port: int | None, grace_s: float) -> None:
     """Run one layer (bronze, silver, barrier, gold, monitor) until SIGTERM/SIGINT.
 
     Without REDIS_URL/DATABASE_URL, the embedded servers are started or reused and left
     running for the other layers (``assay services stop`` stops them).
     """
     from assay.pidfiles import pid_dir
-    from assay.runner import LAYERS, open_context, run_layer
+    from assay.runner import CLOSE_TIMEOUT_S, LAYERS, open_context, run_layer
     from assay.services import default_data_dir
 
     if layer not in LAYERS:
@@ -179,12 +182,16 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
                                      settings.key_prefix, wait_forever=True)
+            code = 1
             try:
-                return await run_layer(layer, ctx, burst=burst, name=name,
+                code = await run_layer(layer, ctx, burst=burst, name=name, grace_s=grace_s,
                                        metrics_port=metrics_port, config_dir=folder,
                                        pids=pid_dir(default_data_dir(), settings.key_prefix))
+                return code
             finally:
-                await ctx.close()
+                # Past the grace (code 1) the servers are not waited for again: a hung
+                # PostgreSQL would hold the close for its timeout, beyond the grace.
+                await ctx.close(timeout_s=CLOSE_TIMEOUT_S if code == 0 else 0.0)
 
         code = _run(go())
     sys.exit(code)
@@ -326,15 +333,19 @@ def produce(file: Path, division: str, table: str, window: str, fmt: str | None,
               " layer named on several lines runs as that many consumers.")
 @click.option("--via", type=click.Choice(["redis", "http"]), default="redis", show_default=True,
               help="http: send the records through `assay serve` instead of XADD.")
+@click.option("-c", "--concurrency", "concurrency", multiple=True, metavar="NAME=N[,...]",
+              help="Consumers per Procfile process, as honcho -c: silver=2 runs silver.1 and"
+              " silver.2 (default: silver gets one per core, up to 4).")
 @_keep_option
 def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: str | None,
          last: str | None, timeout_s: float, procfile: Path | None, via: str,
-         keep_running: bool) -> None:
+         concurrency: tuple[str, ...], keep_running: bool) -> None:
     """The main job: replay AdventureWorks through every layer and print the Gold KPIs.
 
     It prints progress, the KPI table and a summary; its own log shows warnings only unless
     --log-level or ASSAY_LOG_LEVEL asks for more (each layer logs to .assay/logs/LAYER.log).
     """
+    from assay.demo import run as demo_run
     from assay.demo.run import DemoOptions, ProcfileError, procfile_lines, run_demo
     from assay.demo.simulator import DEFAULT_DATA_DIR
     from assay.resources import CONFIG, PROCFILE, resource
@@ -355,7 +366,10 @@ def demo(config_dir: Path | None, data_dir: Path | None, as_json: bool, first: s
         keep_running=keep_running,
     )
     try:
-        procfile_lines(options.procfile)
+        if concurrency:
+            options.concurrency = demo_run.parse_concurrency(concurrency)
+        demo_run.concurrency(options.concurrency, procfile_lines(options.procfile),
+                             options.procfile)
     except ProcfileError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -51,3 +51,28 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(renderer, level_name)
+
+
+def _route_stdlib(renderer: Any, level_name: str) -> None:
+    """Records of libraries that log through ``logging`` (asyncpg's pool, uvicorn) become
+    events of the same format, one line each (a traceback goes into ``exception``), not
+    multi-line text on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(logging.getLevelNamesMapping().get(level_name, logging.INFO),
+                      logging.WARNING))

@@ -71,12 +71,16 @@ class Context:
 
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Close the connections; a pool that cannot close cleanly in time (a server that
-        died under it) is terminated, so a stopping process never hangs here."""
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout_s)
-        except (TimeoutError, *TRANSIENT_PG) as exc:
-            log.warning("pool_close_failed", error=f"{type(exc).__name__}: {exc}")
+        died under it) is terminated, so a stopping process never hangs here; with no time
+        (``timeout_s`` 0) it is terminated at once."""
+        if timeout_s <= 0:
             self.pool.terminate()
+        else:
+            try:
+                await asyncio.wait_for(self.pool.close(), timeout_s)
+            except (TimeoutError, *TRANSIENT_PG) as exc:
+                log.warning("pool_close_failed", error=f"{type(exc).__name__}: {exc}")
+                self.pool.terminate()
         with contextlib.suppress(*TRANSIENT):
             await self.redis.aclose()
 

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
 import signal
@@ -113,6 +114,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="py-spy each layer; collapsed stacks in bench/results/profiles/")
     p.add_argument("--logs", type=Path, default=None, help="keep the layers' logs here")
+    p.add_argument("--silver-consumers", type=int, nargs="+", default=None, metavar="N",
+                   help="the scaling curve: each rate once per count of Silver consumer"
+                        " processes (e2e-<rate>-silver<N>; default: the demo's, one per core up"
+                        " to 4, stored as e2e-<rate>)")
     p.add_argument("--cluster", action="store_true",
                    help="run each rate twice, on one valkey-server and on a local 3-master"
                         " cluster of them, division ids spread over the masters"
@@ -182,12 +187,15 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
                            functools.partial(_throughput, url, database_url, **e2e_options(
                                args, rate, SPREAD)), args.runs, args.results, where)
     elif args.part in (None, "e2e"):
-        for rate in option("rate", [20_000.0, 0.0]):
-            name = f"e2e-{int(rate)}" if rate else "e2e-unthrottled"
+        counts = option("silver_consumers", [None])
+        for rate, silver in itertools.product(option("rate", [20_000.0, 0.0]), counts):
+            name = (f"e2e-{int(rate)}" if rate else "e2e-unthrottled") + (
+                f"-silver{silver}" if silver else "")
+            consumers = {**e2e.default_consumers(), "silver": silver} if silver else None
             profile = args.results / "profiles" / name if option("profile", False) else None
             repeat(name, functools.partial(
                 _throughput, redis_url, database_url, **e2e_options(args, rate),
-                profile_dir=profile), args.runs, args.results, servers)
+                profile_dir=profile, consumers=consumers), args.runs, args.results, servers)
     if args.part in (None, "latency"):
         for rate in option("rate", [1_000.0, 5_000.0, 10_000.0]):
             repeat(f"latency-{int(rate)}", functools.partial(

@@ -21,6 +21,7 @@ peak RSS (``VmHWM``). Per-layer rates come from the layers' ``batch_committed`` 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -42,6 +43,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from assay.contracts.messages import Record, Scalar
 from assay.db.ident import qualified, quote
+from assay.demo.run import default_concurrency
 from assay.runner import LAYERS as CHANNELS
 from assay.runner import open_context
 from assay.streams.client import Client, connect
@@ -50,7 +52,6 @@ from assay.streams.producer import Producer, TableTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "erp_order_line"
-LAYERS = ("bronze", "silver", "barrier")
 TICK = os.sysconf("SC_CLK_TCK")
 BLOCKED_S = 15.0
 """How long past its deadline the producer may wait for backlog room before giving up."""
@@ -268,27 +269,44 @@ async def sandbox(redis_url: str, database_url: str, label: str,
 
 @dataclass
 class Layer:
-    """A layer process and its log file."""
+    """A layer's consumer process (``name``: its slot, e.g. ``silver.2``) and its log file."""
 
     name: str
     process: asyncio.subprocess.Process
     log: Path
+    layer: str = ""
+
+    def __post_init__(self) -> None:
+        self.layer = self.layer or self.name
 
 
-async def start_layer(box: Sandbox, name: str, log_dir: Path) -> Layer:
-    """``python -m assay run NAME`` with JSON debug logs; returns once it has started."""
+def slots(consumers: Mapping[str, int]) -> list[tuple[str, str]]:
+    """(layer, slot name) per consumer process: ``silver: 2`` → silver.1, silver.2."""
+    return [(layer, layer if n == 1 else f"{layer}.{i}")
+            for layer, n in consumers.items() for i in range(1, n + 1)]
+
+
+def default_consumers() -> dict[str, int]:
+    """The demo's: one consumer each, Silver one per core up to four."""
+    return {"bronze": 1, "barrier": 1, **default_concurrency()}
+
+
+async def start_layer(box: Sandbox, layer: str, log_dir: Path, name: str | None = None
+                      ) -> Layer:
+    """``python -m assay run LAYER`` with JSON debug logs; returns once it has started."""
+    name = name or layer
     log = log_dir / f"{name}.log"
     env = {**box.env(), "ASSAY_LOG_LEVEL": "DEBUG", "ASSAY_LOG_FORMAT": "json"}
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "assay", "run", name, "--config", str(box.config_dir),
-            env=env, stdout=out, stderr=out, cwd=ROOT)
+            sys.executable, "-m", "assay", "run", layer, "--config", str(box.config_dir),
+            "--name", name, env=env, stdout=out, stderr=out, cwd=ROOT)
     deadline = time.monotonic() + 60
     while b'"layer_started"' not in log.read_bytes():
         if process.returncode is not None or time.monotonic() > deadline:
             raise RuntimeError(f"layer {name} did not start; see {log}")
         await asyncio.sleep(0.05)
-    return Layer(name, process, log)
+    return Layer(name, process, log, layer)
 
 
 async def stop(process: asyncio.subprocess.Process, grace_s: float = 30.0) -> int:
@@ -376,10 +394,14 @@ class Run:
     layers: list[Layer] = field(default_factory=list)
     producer: asyncio.subprocess.Process | None = None
 
-    async def start(self, names: tuple[str, ...] = LAYERS) -> None:
+    async def start(self, consumers: Mapping[str, int] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.layers = list(await asyncio.gather(
-            *(start_layer(self.box, name, self.log_dir) for name in names)))
+            *(start_layer(self.box, layer, self.log_dir, name)
+              for layer, name in slots(consumers or default_consumers()))))
+
+    def consumers(self) -> dict[str, int]:
+        return dict(collections.Counter(layer.layer for layer in self.layers))
 
     async def start_producer(self, options: ProduceOptions) -> float:
         """Start the producer process; returns the wall time at which it began sending."""
@@ -411,11 +433,15 @@ class Run:
             raise RuntimeError(f"layer {dead[0]} exited early; see {self.log_dir}")
 
     async def snapshot(self) -> Snapshot:
-        cpu = {layer.name: cpu_seconds(layer.process.pid) for layer in self.layers}
+        """CPU seconds so far; a layer with several consumer processes sums them."""
+        cpu: dict[str, float | None] = {}
+        for layer in self.layers:
+            used, before = cpu_seconds(layer.process.pid), cpu.get(layer.layer, 0.0)
+            cpu[layer.layer] = None if used is None or before is None else before + used
         if self.producer is not None:
             cpu["producer"] = cpu_seconds(self.producer.pid)
         cpu["bench (poller)"] = time.process_time()
-        owner = {port: layer.name for layer in self.layers
+        owner = {port: layer.layer for layer in self.layers
                  for port in local_ports(layer.process.pid)}
         backends = await self.box.pool.fetch(
             "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = $1",
@@ -429,8 +455,8 @@ class Run:
         """Per channel, over the divisions: entries in the streams, and entries not yet
         delivered to (lag) or not yet acked by (pending) the group reading them."""
         found: dict[str, dict[str, int]] = {}
-        for layer in self.layers:
-            for channel in CHANNELS[layer.name]:
+        for layer in dict.fromkeys(x.layer for x in self.layers):
+            for channel in CHANNELS[layer]:
                 totals = found.setdefault(channel, {"entries": 0, "lag": 0, "pending": 0})
                 for division in self.box.divisions:
                     stream = Keys(self.box.prefix).stream(division, channel)
@@ -442,8 +468,13 @@ class Run:
         return found
 
     def peak_rss(self) -> dict[str, int | None]:
-        """Each layer's peak RSS in kB; read while the processes still run."""
-        return {layer.name: peak_rss_kb(layer.process.pid) for layer in self.layers}
+        """Each layer's peak RSS in kB (its largest process); read while they still run."""
+        peaks: dict[str, int | None] = {}
+        for layer in self.layers:
+            kb = peak_rss_kb(layer.process.pid)
+            known = [x for x in (peaks.get(layer.layer), kb) if x is not None]
+            peaks[layer.layer] = max(known) if known else None
+        return peaks
 
     async def stop_all(self) -> list[int]:
         codes = [await stop(layer.process) for layer in self.layers]
@@ -489,15 +520,23 @@ def batch_events(log: Path) -> list[dict[str, Any]]:
     return events
 
 
+def layer_events(layers: list[Layer]) -> dict[str, list[dict[str, Any]]]:
+    """The ``batch_committed`` events per layer, of all its consumer processes."""
+    events: dict[str, list[dict[str, Any]]] = {}
+    for layer in layers:
+        events.setdefault(layer.layer, []).extend(batch_events(layer.log))
+    return events
+
+
 def layer_rates(layers: list[Layer], begin: float, end: float) -> dict[str, dict[str, Any]]:
     """Per layer, from its ``batch_committed`` events inside [begin, end]."""
     rates: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        batches = [b for b in batch_events(layer.log) if begin <= b["at"] <= end]
+    for name, events in layer_events(layers).items():
+        batches = [b for b in events if begin <= b["at"] <= end]
         records = sum(b["processed"] + b["quarantined"] for b in batches)
         busy = sum(b["seconds"] for b in batches)
         items = [b["items"] for b in batches]
-        rates[layer.name] = {
+        rates[name] = {
             "records_per_s": round(records / (end - begin)),
             "busy_fraction": round(busy / (end - begin), 3),
             "records_per_busy_s": round(records / busy) if busy else None,
@@ -547,7 +586,8 @@ async def throughput(redis_url: str, database_url: str, *, seconds: float = 30.0
                      warmup: float = 5.0, rate: float | None = None, backlog: int | None = None,
                      drain_s: float = 20.0, window_chunks: int = 10,
                      profile_dir: Path | None = None, log_dir: Path | None = None,
-                     rename: Mapping[str, str] | None = None) -> dict[str, Any]:
+                     rename: Mapping[str, str] | None = None,
+                     consumers: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Records/s from ingest to Silver committed, sustained over ``seconds`` after warm-up.
 
     The producer sends chunks of the config's ``batch_size`` (as the demo's does),
@@ -562,7 +602,7 @@ async def throughput(redis_url: str, database_url: str, *, seconds: float = 30.0
         out = box.folder / "sent.json"
         samples: list[tuple[float, int]] = []
         try:
-            await run.start()
+            await run.start(consumers)
             t0 = await run.start_producer(ProduceOptions(
                 box.config_dir, box.divisions, warmup + seconds, out, rate, chunk,
                 window_chunks * chunk, backlog))
@@ -588,6 +628,7 @@ async def throughput(redis_url: str, database_url: str, *, seconds: float = 30.0
             "kind": "throughput", "seconds": round(span, 1), "warmup_s": warmup,
             "divisions": box.divisions, "chunk": chunk, "backlog_entries": backlog,
             "rate_asked": rate, "sandbox": box.prefix, "window_rows": window_chunks * chunk,
+            "consumers": run.consumers(),
             "records_per_s": round((end[1] - begin[1]) / span),
             "sent_per_s": round(sum(n for at, n in sent_times if begin[0] <= at <= end[0]) / span),
             "sent_total": sent["sent"], "behind_at_end": sent["sent"] - end[1],
@@ -599,9 +640,9 @@ async def throughput(redis_url: str, database_url: str, *, seconds: float = 30.0
             "timeline": {
                 "sent": per_second(sent_times, t0),
                 "committed": [(round(at - t0, 2), n) for at, n in samples],
-                **{layer.name: per_second([(b["at"], b["processed"] + b["quarantined"])
-                                           for b in batch_events(layer.log)], t0)
-                   for layer in run.layers},
+                **{name: per_second([(b["at"], b["processed"] + b["quarantined"])
+                                     for b in events], t0)
+                   for name, events in layer_events(run.layers).items()},
             },
             "profiled": profile_dir is not None,
         }
@@ -655,7 +696,7 @@ async def latency(redis_url: str, database_url: str, *, rate: float, seconds: fl
             "chunk": chunk, "poll_s": poll_s, "rows": rows, "missing": rows - len(lat),
             "achieved_rate": round(rows / max(1e-9, measured[-1][4] - measured[0][4])),
             "p50_ms": _ms(lat, 0.50), "p95_ms": _ms(lat, 0.95), "p99_ms": _ms(lat, 0.99),
-            "max_ms": _ms(lat, 1.0),
+            "max_ms": _ms(lat, 1.0), "consumers": run.consumers(),
             "cpu_cores": cpu_use(first, last),
             "layers": layer_rates(run.layers, t0 + warmup, t0 + warmup + seconds),
             "rss_kb": {**rss, "producer": sent["rss_kb"]},

@@ -30,7 +30,7 @@ async def idle(redis_url: str, database_url: str, seconds: float, rename: dict[s
         with tempfile.TemporaryDirectory() as logs:
             run = e2e.Run(box, Path(logs))
             try:
-                await run.start(LAYERS)
+                await run.start(dict.fromkeys(LAYERS, 1))
                 await asyncio.sleep(2.0)  # past start-up (imports, group creation)
                 loop = asyncio.get_running_loop()
                 before = {layer.name: e2e.cpu_seconds(layer.process.pid) for layer in run.layers}

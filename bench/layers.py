@@ -8,6 +8,9 @@ every layer in its own process and the producer running concurrently, is ``bench
 
     python -m bench.layers [--records 100000] [--cerberus] [--profile silver] [--runs 3]
 
+Besides records/s, each stage reports this process's CPU µs per record: the layer's own
+Python (decode, processing, encoding), not PostgreSQL's or Redis's.
+
 Each run is stored in bench/results/ (``bench.runs``) as part ``layers`` (``layers-cerberus``
 with ``--cerberus``), and the README's figures are regenerated from there.
 """
@@ -52,17 +55,18 @@ def config_copy(schema: str, cerberus: bool) -> Path:
     return folder
 
 
-async def timed(ctx: Context, layer: str, profile: bool) -> float:
+async def timed(ctx: Context, layer: str, profile: bool) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (the layer's Python, not its servers')."""
     consumer = make_consumer(layer, ctx)
     profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     await consumer.run(burst=True)
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -92,11 +96,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         rows = order_lines(args.records)
         producer = Producer(ctx.redis, ctx.keys, chunk_size=500, max_backlog=10**9)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await producer.send_table(TableTarget("north_america", "erp_order_line", "w1"), rows)
-        produce_s = time.perf_counter() - started
-        bronze_s = await timed(ctx, "bronze", args.profile == "bronze")
-        silver_s = await timed(ctx, "silver", args.profile == "silver")
+        produce_s, produce_cpu = time.perf_counter() - started, time.process_time() - cpu
+        bronze_s, bronze_cpu = await timed(ctx, "bronze", args.profile == "bronze")
+        silver_s, silver_cpu = await timed(ctx, "silver", args.profile == "silver")
         landed = await ctx.pool.fetchval(
             f'SELECT count(*) FROM "{prefix}"."silver_erp_order_line"')
     finally:
@@ -109,15 +113,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     n = args.records
     print(f"cores: {os.cpu_count()}, load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f},"
           f" validation: {'cerberus' if args.cerberus else 'compiled'}, silver rows: {landed:,}")
-    print("| stage | records | seconds | records/s |")
-    print("|---|---:|---:|---:|")
+    print("| stage | records | seconds | records/s | Python CPU µs/record |")
+    print("|---|---:|---:|---:|---:|")
     stages = {"producer": produce_s, "bronze": bronze_s, "silver": silver_s}
+    cpu_s = {"producer": produce_cpu, "bronze": bronze_cpu, "silver": silver_cpu}
     for stage, seconds in stages.items():
-        print(f"| {stage} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |")
+        print(f"| {stage} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |"
+              f" {cpu_s[stage] / n * 1e6:.2f} |")
     return {"kind": "layers", "records": n,
             "validation": "cerberus" if args.cerberus else "compiled", "silver_rows": landed,
             "seconds": {k: round(v, 3) for k, v in stages.items()},
-            "records_per_s": {k: round(n / v) for k, v in stages.items()}}
+            "records_per_s": {k: round(n / v) for k, v in stages.items()},
+            "cpu_us_per_record": {k: round(v / n * 1e6, 2) for k, v in cpu_s.items()}}
 
 
 if __name__ == "__main__":

@@ -91,8 +91,10 @@ def render(folder: Path) -> None:
 
 
 def throughput_runs(results: Results) -> Results:
-    """The e2e runs, paced ones by rate first, the unthrottled one last."""
-    runs = {k: r for k, r in results.items() if r["kind"] == "throughput"}
+    """The e2e runs, paced ones by rate first, the unthrottled one last (not the points of
+    the Silver scaling curve, which have a section of their own)."""
+    runs = {k: r for k, r in results.items()
+            if r["kind"] == "throughput" and "-silver" not in k}
     return dict(sorted(runs.items(), key=lambda kv: kv[1].get("rate_asked") or float("inf")))
 
 
@@ -150,6 +152,7 @@ def markdown(results: Results, folder: Path) -> str:
     for name, run in runs.items():
         lines += throughput_section(run)
         lines += profile_section(folder / "profiles" / name)
+    lines += scaling_section(results, folder)
     if lat:
         lines += latency_section(lat)
     if peer:
@@ -265,6 +268,43 @@ def throughput_section(r: dict[str, Any]) -> list[str]:
     if r.get("profiled"):
         lines += ["", "(This run was profiled with py-spy, which costs some CPU.)"]
     return [*lines, ""]
+
+
+def scaling_section(results: Results, folder: Path) -> list[str]:
+    """Records/s by the number of Silver consumer processes (``--silver-consumers``): the
+    median of each point's latest series, with its min–max and loads."""
+    points = sorted(((r["consumers"]["silver"], r.get("rate_asked") or 0.0, name)
+                     for name, r in results.items()
+                     if r["kind"] == "throughput" and "-silver" in name))
+    if not points:
+        return []
+    lines = ["## Scaling: Silver consumer processes", "",
+             "The same run with 1, 2, … Silver consumers sharing their group (Bronze and the "
+             "barrier one each); `python -m bench e2e --rate 0 --silver-consumers 1 2 4`.", "",
+             "| Silver consumers | producer | records/s, median (min–max) | runs | CPU µs per "
+             "record, all-in | load at start → end | commit |",
+             "|---:|---|---:|---:|---:|---|---|"]
+    for silver, _, name in points:
+        series = latest_series(folder / "runs" / name) or [results[name]]
+        rates = sorted(r["records_per_s"] for r in series)
+        median = results[name]
+        m = median["machine"]
+        cpu = cpu_us_per_record(median).get("all")
+        lines.append(
+            f"| {silver} | {_pace(median)} | {rates[(len(rates) - 1) // 2]:,} "
+            f"({rates[0]:,}–{rates[-1]:,}) | {len(rates)} | "
+            f"{'-' if cpu is None else f'{cpu:,.1f}'} | "
+            f"{m['load_start'][0]} → {m['load_end'][0]} | {m.get('commit', '?')} |")
+    return [*lines, ""]
+
+
+def latest_series(folder: Path) -> list[dict[str, Any]]:
+    """The runs of a part's latest series (``runs/<part>/<series>-<run>.json``)."""
+    found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not found:
+        return []
+    series = found[-1].name.rsplit("-", 1)[0]
+    return [json.loads(p.read_text()) for p in found if p.name.rsplit("-", 1)[0] == series]
 
 
 def _backlog_rows(streams: dict[str, dict[str, int]]) -> list[str]:

@@ -16,6 +16,7 @@ import msgspec
 
 from assay.contracts.formulas import Formula
 from assay.contracts.gold import GoldConfig
+from assay.contracts.messages import MAX_ROW, RowNumber
 from assay.contracts.ops import AlertsConfig, NotificationsConfig
 
 ColumnType = Literal["text", "integer", "number", "date", "timestamp", "boolean"]
@@ -59,6 +60,12 @@ class PipelineConfig(Strict, frozen=True):
     validation: Literal["compiled", "cerberus"] = "compiled"
     """``cerberus`` validates every record with Cerberus itself (slow; for comparison)."""
     trim_every: int = 20
+    max_row: RowNumber = MAX_ROW
+    """The highest row number a window's table may have (at most 2^32-1, what a Redis bitmap
+    addresses). The barrier keeps a bitmap per division, window, table and outcome whose size
+    follows the highest row accounted: a row near 2^32 costs 512 MB of Redis memory, so a
+    lower bound here caps what one hostile record can make Redis allocate. A record or
+    table_end beyond it is dead-lettered at Bronze's door."""
 
 
 class DivisionConfig(Strict, frozen=True):

@@ -40,6 +40,7 @@ class SilverWriter:
     def __init__(self, schema: str, shape: TableShape, sequence: str | None) -> None:
         self.columns = list(shape.columns)
         self.key = list(shape.primary_key)
+        self.deleted_at = self.columns.index("_deleted")
         digest = hashlib.sha1(repr(sorted(shape.columns.items())).encode()).hexdigest()[:10]
         self.stage = quote(f"_stage_{shape.name}_{digest}"[:63])
         target = qualified(schema, shape.name)
@@ -78,8 +79,11 @@ class SilverWriter:
         await conn.execute(self.create_stage)
         await conn.copy_records_to_table(self.stage.strip('"'), records=rows,
                                          columns=self.columns)
-        await conn.execute(self.upsert)
-        await conn.execute(self.delete)
+        deletes = sum(1 for row in rows if row[self.deleted_at])
+        if deletes < len(rows):
+            await conn.execute(self.upsert)
+        if deletes:  # the tombstone statement only for a batch that has deletes
+            await conn.execute(self.delete)
 
 
 async def snapshot_deletes(conn: asyncpg.Connection, schema: str, table: str, division: str,

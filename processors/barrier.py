@@ -16,7 +16,7 @@ import structlog
 
 from assay.contracts.config import Config
 from assay.contracts.errors import RecordError
-from assay.contracts.messages import MAX_ROW, Accounted, DeadLetter, TableEnd
+from assay.contracts.messages import Accounted, DeadLetter, TableEnd
 from assay.streams.codec import Item
 from assay.streams.consumer import Output
 from assay.streams.windows import Transition, WindowPolicy, WindowStore
@@ -42,6 +42,7 @@ class BarrierProcessor:
     def __init__(self, store: WindowStore, config: Config, clock: Clock) -> None:
         self.store = store
         self.policies = policies(config)
+        self.max_row = config.pipeline.max_row
         self.clock = clock
         self.unattributed = 0
 
@@ -69,7 +70,7 @@ class BarrierProcessor:
             elif isinstance(message, DeadLetter):
                 if (message.row is None or message.window is None or message.table is None
                         or self._foreign(item, message.division or "")
-                        or not 1 <= message.row <= MAX_ROW):
+                        or not 1 <= message.row <= self.max_row):
                     self.unattributed += 1
                     log.warning("dead_letter_without_row", stream=message.stream,
                                 entry_id=message.entry_id, error=message.error)
@@ -81,6 +82,9 @@ class BarrierProcessor:
         for (division, window, table, kind), rows in groups.items():
             await self._account(division, window, table, kind, rows, now, out)
         for end, item in ends:
+            if end.rows > self.max_row:
+                out.rejected.append((item, f"rows {end.rows} above max_row={self.max_row}"))
+                continue
             try:
                 self._log(end.division, await self.store.account(
                     end.division, end.window, end.table, "end", (), now,
@@ -99,18 +103,17 @@ class BarrierProcessor:
             return f"unknown division {division!r}"
         return None
 
-    @staticmethod
-    def _group(groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]],
+    def _group(self, groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]],
                key: tuple[str, str, str, str], rows: Sequence[int], item: Item,
                out: Output) -> None:
-        """Rows of an accounted entry to account; a row number outside 1…MAX_ROW goes alone
-        to the dead letters."""
+        """Rows of an accounted entry to account; a row number outside 1…``max_row`` goes
+        alone to the dead letters."""
         for row in rows:
-            if 1 <= row <= MAX_ROW:
+            if 1 <= row <= self.max_row:
                 groups.setdefault(key, []).append((row, item))
             else:
                 out.rejected.append((_alone(item, row),
-                                     f"row number {row} outside 1…{MAX_ROW}"))
+                                     f"row number {row} outside 1…{self.max_row}"))
 
     async def _account(self, division: str, window: str, table: str, kind: str,
                        rows: list[tuple[int, Item]], now: float, out: Output) -> None:

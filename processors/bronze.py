@@ -29,7 +29,7 @@ from assay.db import accounting, quarantine
 from assay.db.bronze import BronzeWriter
 from assay.db.pool import transaction
 from assay.processors.formulas import FormulaError
-from assay.processors.normalise import NUL, holds_nul
+from assay.processors.normalise import NUL, holds_nul, may_hold_nul
 from assay.processors.plan import Plan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -75,6 +75,7 @@ class BronzeProcessor:
             for n, t in plan.tables.items()
         }
         self.max_payload = plan.config.pipeline.max_payload_bytes
+        self.max_row = plan.config.pipeline.max_row
 
     async def process(self, items: Sequence[Item]) -> Output:
         now = self.clock()
@@ -83,15 +84,19 @@ class BronzeProcessor:
         rows: dict[str, dict[tuple[str, str, int], tuple[Any, ...]]] = {}
         landed: dict[tuple[str, str, int, str], Landed] = {}
         held: list[quarantine.Quarantined] = []
+        suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Record)])
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
+                if message.rows > self.max_row:
+                    out.rejected.append((item, f"rows {message.rows} above max_row={self.max_row}"))
+                    continue
                 out.emits.append((channels.BRONZE, message))
                 continue
             if not isinstance(message, Record):
                 out.rejected.append((item, f"unexpected {type(message).__name__} on ingest"))
                 continue
-            problem = self._door_check(item, message)
+            problem = self._door_check(item, message, suspect)
             if problem:
                 out.rejected.append((item, problem))
                 continue
@@ -123,12 +128,15 @@ class BronzeProcessor:
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(held))
         return out
 
-    def _door_check(self, item: Item, record: Record) -> str | None:
+    def _door_check(self, item: Item, record: Record, suspect: bool) -> str | None:
+        """Why a record is refused at the door; ``suspect``: its batch may hold NUL."""
         if record.table not in self.plan.tables:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:
             return f"record of division {record.division!r} on another division's stream"
-        if holds_nul(record):
+        if record.row > self.max_row:
+            return f"row {record.row} above max_row={self.max_row}"
+        if suspect and holds_nul(record):
             return NUL
         if item.entry_size <= self.max_payload:
             return None  # the whole entry is smaller than the limit
@@ -141,8 +149,7 @@ class BronzeProcessor:
              entry_id: str, received: dt.datetime) -> tuple[Any, ...]:
         """Values in the order of ``bronze_shape``: metadata, raw columns, formula outputs."""
         raw_columns, outputs, known = self.layouts[record.table]
-        unknown = raw.keys() - known
-        extra = ({k: raw[k] for k in unknown} if unknown else None)
+        extra = None if raw.keys() <= known else {k: raw[k] for k in raw.keys() - known}
         return (record.division, record.window, record.row, record.op,
                 None if record.seq is None else str(record.seq), entry_id, received,
                 msgspec.json.encode(extra).decode() if extra else None,

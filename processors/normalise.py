@@ -1,8 +1,9 @@
 """Silver's cleaning of one table's row: per-column normalisation, then type coercion.
 
-Compiled once per table into a list of per-column closures. A value that cannot be
-coerced to its column's type raises ``CoercionError`` naming the column, the value
-and the expected type; Silver quarantines the row with it.
+The coercers, and ``ReferenceCleaner``: the cleaning as one closure per column, the
+behaviour that the compiled ``cleaning.RowCleaner`` Silver runs must match exactly. A
+value that cannot be coerced to its column's type raises ``CoercionError`` naming the
+column, the value and the expected type; Silver quarantines the row with it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,12 +19,12 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import BIGINT, Record
+from assay.contracts.messages import BIGINT, Landed, Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
 
-_SPACES = re.compile(r"\s+")
+SPACES = re.compile(r"\s+")
 TRUE = {"true", "t", "yes", "y", "1"}
 FALSE = {"false", "f", "no", "n", "0"}
 PARSED = 4096
@@ -51,7 +52,7 @@ def cleaner(rule: Normalise) -> Cleaner:
         if trim:
             value = value.strip()
         if collapse:
-            value = _SPACES.sub(" ", value)
+            value = SPACES.sub(" ", value)
         if case == "upper":
             value = value.upper()
         elif case == "lower":
@@ -68,6 +69,11 @@ NUMERIC_DIGITS = (131_072, 16_383)
 
 
 def _integer(text: str) -> int:
+    if len(text) <= 18:  # 18 characters hold no integer outside bigint
+        try:
+            return int(text)
+        except ValueError:
+            pass
     try:
         value = int(text) if len(text) <= 20 else _integral(Decimal(text))
     except ValueError:
@@ -85,6 +91,9 @@ def _integral(number: Decimal) -> int:
 
 def _number(text: str) -> Decimal:
     number = Decimal(text)
+    if (len(text) <= NUMERIC_DIGITS[1] and "e" not in text and "E" not in text
+            and number.is_finite()):
+        return number  # without an exponent, no more digits than characters
     if (not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS[0]
             or number.as_tuple().exponent < -NUMERIC_DIGITS[1]):  # type: ignore[operator]
         raise ValueError(text)
@@ -172,11 +181,12 @@ def coercer(column_type: str, table: TableConfig) -> Coercer | None:
     return None
 
 
-class RowCleaner:
+class ReferenceCleaner:
     """Normalises and types the raw and derived values of one table's rows.
 
     Each column gets one closure doing its clean-up and its coercion; the common case
-    (trim, empty to null, no default, no case change) takes a short path.
+    (trim, empty to null, no default, no case change) takes a short path. This is the
+    reference the compiled ``cleaning.RowCleaner`` is tested against.
     """
 
     def __init__(self, table: TableConfig, derived_types: Mapping[str, str]) -> None:
@@ -201,7 +211,7 @@ def _column_step(column: str, column_type: str, rule: Normalise | None,
             if value is None:
                 return None
             if value.__class__ is not str:
-                value = _as_text(value)
+                value = as_text(value)
             value = value.strip()
             if not value:
                 return None
@@ -217,7 +227,7 @@ def _column_step(column: str, column_type: str, rule: Normalise | None,
 
     def configured(value: Any) -> Any:
         if value is not None and value.__class__ is not str:
-            value = _as_text(value)
+            value = as_text(value)
         value = clean(value)
         if value is None or coerce is None:
             return value
@@ -229,7 +239,7 @@ def _column_step(column: str, column_type: str, rule: Normalise | None,
     return configured
 
 
-def _as_text(value: object) -> str:
+def as_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -250,6 +260,12 @@ def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -
     values = [*record.payload.items(), *(derived or {}).items()]
     return "\x00" in names or any(
         "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
+
+
+def may_hold_nul(messages: Sequence[Record | Landed]) -> bool:
+    """Whether a text of a batch's records (or landed items) may hold NUL: one JSON scan of
+    the whole batch. ``False`` is exact; on ``True``, ``holds_nul`` tells which does."""
+    return b"\\u0000" in _json(messages)
 
 
 _json = msgspec.json.encode

@@ -25,8 +25,8 @@ from assay.db.gold import (
 from assay.db.kpi import KpiSql, Source, kpi_indexes, kpi_shape, sums_shape
 from assay.db.schema import TableShape, View
 from assay.db.silver import silver_shape
+from assay.processors.cleaning import RowCleaner
 from assay.processors.formulas import CompiledFormulas, FormulaConfigError, compile_formulas
-from assay.processors.normalise import RowCleaner
 from assay.processors.validation import (
     AssayValidator,
     CompiledValidator,

@@ -10,6 +10,7 @@ every row's outcome is written to the accounting ledger in the same transaction.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
 from assay.db.pool import transaction
 from assay.db.silver import SilverWriter
-from assay.processors.normalise import NUL, CoercionError, holds_nul
+from assay.processors.normalise import NUL, CoercionError, holds_nul, may_hold_nul
 from assay.processors.plan import Plan, TablePlan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -102,13 +103,16 @@ class SilverProcessor:
             name: SilverWriter(plan.schema, t.silver, t.config.sequence)
             for name, t in plan.tables.items()
         }
+        self.key_of = {name: operator.itemgetter(*w.key) for name, w in self.writers.items()}
+        """Per table, a row's key: one version of each key is kept per batch."""
 
     async def process(self, items: Sequence[Item]) -> Output:
         out = Output()
-        winners: dict[str, dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
+        winners: dict[str, dict[Any, tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
         applied: list[tuple[str, str, str, int]] = []
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
+        suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
@@ -122,7 +126,11 @@ class SilverProcessor:
             if table is None:
                 out.rejected.append((item, f"unknown table {record.table!r}"))
                 continue
-            if holds_nul(record, message.derived):
+            if f"{{{record.division}}}" not in item.stream:
+                out.rejected.append((item, f"record of division {record.division!r} on "
+                                           "another division's stream"))
+                continue
+            if suspect and holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue
             try:
@@ -130,12 +138,13 @@ class SilverProcessor:
             except Rejected as exc:
                 held.append(self._quarantined(table, message, exc))
                 continue
-            key = tuple(row[c] for c in self.writers[record.table].key)
+            key = self.key_of[record.table](row)
             rank = self._rank(table, row)
             values = tuple(map(row.get, self.writers[record.table].columns))
-            best = winners.setdefault(record.table, {}).get(key)
+            versions = winners.setdefault(record.table, {})
+            best = versions.get(key)
             if best is None or rank > best[0]:
-                winners[record.table][key] = (rank, values)
+                versions[key] = (rank, values)
             applied.append((record.division, record.window, record.table, record.row))
             if record.replay:
                 released.append(applied[-1])

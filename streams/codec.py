@@ -39,12 +39,13 @@ MALFORMED = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, Recursi
 """What decoding hostile bytes can raise (``UnicodeDecodeError`` is a ``ValueError``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(msgspec.Struct, frozen=True, gc=False):
     """One message handed to a processor, with where it came from.
 
     A batch message (records or landed items) is flattened: ``index`` is the
-    position of this item inside its stream entry.
+    position of this item inside its stream entry. A Struct, made once per record: a
+    fifth of a frozen dataclass's cost; untracked by the garbage collector, as it can
+    take no part in a cycle (its message never refers back to it).
     """
 
     stream: str

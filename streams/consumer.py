@@ -212,20 +212,24 @@ class Consumer:
                     raise
 
     async def leave(self) -> None:
-        """At a clean exit, remove this consumer from its groups when it holds nothing."""
+        """At a clean exit, remove this consumer from its groups when it holds nothing.
+
+        A server fault ends the leaving at once: each further command would wait as long
+        (a hung Redis: the socket timeout, once per stream, past the grace of a stop). A
+        consumer that did not leave is removed by a live one of its group once its
+        heartbeat has expired (``_claim_from_gone``)."""
         try:
             await self.redis.delete(self.keys.alive(self.layer, self.name))
-        except (redis.exceptions.RedisError, OSError) as exc:
-            log.warning("consumer_leave_failed", error=str(exc))
-        for stream in self.streams:
-            try:
-                info: Any = await self.redis.xpending_range(stream, self.group, min="-",
-                                                            max="+", count=1,
-                                                            consumername=self.name)
-                if not info:
-                    await self.redis.xgroup_delconsumer(stream, self.group, self.name)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("consumer_leave_failed", stream=stream, error=str(exc))
+            for stream in self.streams:
+                try:
+                    info: Any = await self.redis.xpending_range(
+                        stream, self.group, min="-", max="+", count=1, consumername=self.name)
+                    if not info:
+                        await self.redis.xgroup_delconsumer(stream, self.group, self.name)
+                except redis.exceptions.ResponseError as exc:
+                    log.warning("consumer_leave_failed", stream=stream, error=str(exc))
+        except (redis.exceptions.RedisError, *TRANSIENT) as exc:
+            log.warning("consumer_leave_failed", layer=self.layer, error=str(exc))
 
     def stop(self) -> None:
         """Stop reading; the batch in hand is finished, committed and acked."""

@@ -3,10 +3,12 @@
 Each scenario runs ``assay demo --json`` in a subprocess on embedded servers of its own data
 folder (never the caller's servers: they are killed), while a killer SIGKILLs random layer
 processes every few seconds, kills -9 the embedded PostgreSQL or Valkey, or SIGSTOPs a
-layer. The demo supervises its layers and its servers; the suite only breaks things and
-watches. One row per scenario: fault, count, wall time, time to recover (the slowest
-recovery of the run), records in / applied / quarantined / dead, windows complete, and
-whether the KPI rows equal those of the clean run.
+layer. The faults begin once the first records have landed in Bronze, so they hit the
+pipeline while it works, not before the data arrives. The demo supervises its layers and
+its servers; the suite only breaks things and watches. One row per scenario: fault, count,
+wall time, time to recover (the slowest recovery of the run), records in / applied /
+quarantined / dead, windows complete, and whether the KPI rows equal those of the clean
+run.
 
 Time to recover: for a killed layer, from the SIGKILL until its restarted process logs
 ``layer_started`` (it then takes its own pending entries at once); for a killed server,
@@ -39,12 +41,16 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from assay.db.ident import qualified
+from assay.services.postgres import DATABASE
+
 PREFIX = "chaos"
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """What the killer does during one demo run."""
+    """What the killer does during one demo run; times count from the first records landed
+    in Bronze."""
 
     name: str
     kill_layers_every_s: float | None = None
@@ -70,6 +76,8 @@ class Outcome:
     code: int = 0
     equal: bool | None = None
     lost_bytes: int = 0
+    landed_s: float | None = None
+    """When the first records landed in Bronze (and the faults began), from the demo's start."""
 
     def cells(self) -> list[str]:
         s = self.summary
@@ -108,6 +116,7 @@ class Killer:
         self.rng = rng
         self.faults = 0
         self.recoveries: list[float] = []
+        self.landed_at: float | None = None
 
     def layers(self) -> dict[str, int]:
         """The demo's layer processes: slot name → pid."""
@@ -218,6 +227,25 @@ class Killer:
         await conn.close()
         return True
 
+    async def landed(self) -> bool:
+        """Whether any Bronze table of the demo holds a record (committed there)."""
+        try:
+            conn = await asyncpg.connect(host="127.0.0.1", port=self._port("postgres"),
+                                         user="postgres", database=DATABASE, timeout=1)
+        except Exception:
+            return False
+        try:
+            tables = await conn.fetch(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_name LIKE 'bronze\\_%'")
+            for t in tables:
+                if await conn.fetchval(
+                        f"SELECT EXISTS (SELECT 1 FROM {qualified(*t)})"):
+                    return True
+            return False
+        finally:
+            await conn.close()
+
     async def progress(self) -> int:
         """Entries read by every consumer group of the demo (-1 while Redis is down)."""
         try:
@@ -235,9 +263,12 @@ class Killer:
         finally:
             await client.aclose()
 
-    async def run(self, scenario: Scenario, started: float) -> None:
+    async def run(self, scenario: Scenario) -> None:
+        """Wait for the layers and for the first records in Bronze, then break things."""
         await self.until(lambda: len(self.layers()) >= 5, timeout=300)
-        await asyncio.sleep(2.0)  # let the replay get going
+        if not await self.until(self.landed, timeout=300):
+            return
+        started = self.landed_at = time.monotonic()
         tasks = []
         if scenario.kill_layers_every_s is not None:
             tasks.append(self._every(scenario.kill_layers_every_s, self.kill_layer))
@@ -272,7 +303,7 @@ async def run_scenario(scenario: Scenario, data_dir: Path, window_args: list[str
             sys.executable, "-m", "assay", "demo", "--json", "--timeout", str(timeout_s),
             *window_args, env=env, stdout=asyncio.subprocess.PIPE, stderr=err)
         killer = Killer(demo, data_dir, random.Random(seed), scenario.lose_aof_tail_bytes)
-        chaos = asyncio.create_task(killer.run(scenario, started))
+        chaos = asyncio.create_task(killer.run(scenario))
         out, _ = await demo.communicate()
         chaos.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -282,6 +313,8 @@ async def run_scenario(scenario: Scenario, data_dir: Path, window_args: list[str
     outcome.faults = killer.faults
     outcome.recover_s = killer.recoveries
     outcome.lost_bytes = killer.lost_bytes
+    if killer.landed_at is not None:
+        outcome.landed_s = killer.landed_at - started
     for line in out.decode().splitlines():
         data = json.loads(line)
         if "summary" in data:
@@ -304,9 +337,11 @@ def table(outcomes: list[Outcome]) -> str:
 
 SHORT = [
     Scenario("SIGKILL layers + kill -9 PostgreSQL + kill -9 Valkey (always)",
-             kill_layers_every_s=2.0, kill_postgres_at_s=(3.0,), kill_valkey_at_s=(6.0,)),
+             kill_layers_every_s=1.0, kill_postgres_at_s=(0.5,), kill_valkey_at_s=(2.0,)),
 ]
-"""make test's form: every fault in one run of six windows, beside the clean run."""
+"""make test's form: every fault in one run of six windows, beside the clean run. Six windows
+take a few seconds from the first records in Bronze to the last KPI, so the faults come early;
+the outage of PostgreSQL holds the rest of the work back until Valkey's turn."""
 LONG = [
     Scenario("SIGKILL layers", kill_layers_every_s=3.0),
     Scenario("kill -9 PostgreSQL", kill_postgres_at_s=(5.0, 12.0)),
@@ -332,7 +367,9 @@ async def suite(short: bool, data_dir: Path, seed: int, out: Any = sys.stdout,
         outcome = await run_scenario(scenario, data_dir, window_args, timeout_s, seed)
         outcome.equal = outcome.code == 0 and outcome.rows == clean.rows
         outcomes.append(outcome)
-        out.write(f"  {scenario.name}: done in {outcome.wall_s:.1f} s\n")
+        landed = "-" if outcome.landed_s is None else f"{outcome.landed_s:.1f}"
+        out.write(f"  {scenario.name}: done in {outcome.wall_s:.1f} s, faults from"
+                  f" {landed} s (first records in Bronze)\n")
         out.flush()
     return outcomes
 

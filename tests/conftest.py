@@ -170,10 +170,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield running
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0,
+                     interval: float = 0.02) -> None:
     """Poll a condition until it holds (a bounded wait, not a sleep that hopes)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(interval)

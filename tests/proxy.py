@@ -2,13 +2,16 @@
 
 ``cut()`` closes the listening socket and every open connection, as a crashed server
 would look to its clients (connection refused, connections reset); ``restore()``
-listens again on the same port.
+listens again on the same port. ``stall()`` keeps every connection open and accepts new
+ones but passes nothing on, as a stopped (SIGSTOP) or hung server looks; ``restore()``
+passes on again what was held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlparse
 
 
 class Proxy:
@@ -20,6 +23,10 @@ class Proxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self.held = 0
+        """Chunks that arrived while stalled (a request a client waits for, or its answer)."""
 
     @property
     def up(self) -> bool:
@@ -38,29 +45,51 @@ class Proxy:
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()
+        self._flowing.set()  # what waited for a stall to end finds its connection closed
+
+    def stall(self) -> None:
+        self._flowing.clear()
 
     async def restore(self) -> None:
+        self._flowing.set()
         if self._server is None:
             await self.start()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if not self._flowing.is_set():
+            self.held += 1
+            await self._flowing.wait()
+        if writer.is_closing():
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
         except OSError:
             writer.close()
             return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self._writers.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
 
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self._flowing.is_set():
+                    self.held += 1
+                    await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.close()
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.close()
+
+def through(url: str, proxy: Proxy) -> str:
+    """``url`` (Redis or PostgreSQL) with its host and port replaced by the proxy's;
+    user, password, path and query stay."""
+    parsed = urlparse(url)
+    user = parsed.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{proxy.port}" if user else f"127.0.0.1:{proxy.port}"
+    return parsed._replace(netloc=netloc).geturl()

@@ -15,8 +15,12 @@ async def test_a_short_run_commits_every_row_reports_and_drops_its_sandbox(
         service_urls: tuple[str, str], tmp_path: Path) -> None:
     redis_url, database_url = service_urls
     result = await e2e.throughput(redis_url, database_url, seconds=1.0, warmup=1.0,
-                                  rate=2_000, drain_s=30.0, log_dir=tmp_path / "logs")
+                                  rate=2_000, drain_s=30.0, log_dir=tmp_path / "logs",
+                                  consumers={"bronze": 1, "silver": 2, "barrier": 1})
 
+    assert result["consumers"] == {"bronze": 1, "silver": 2, "barrier": 1}
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {
+        "bronze.log", "silver.1.log", "silver.2.log", "barrier.log"}
     assert result["drained_s"] is not None
     assert result["sent_total"] > 0
     assert set(result["layers"]) == {"bronze", "silver", "barrier"}
@@ -34,8 +38,12 @@ async def test_a_short_run_commits_every_row_reports_and_drops_its_sandbox(
     result["machine"] = {"cores": 2, "date": "-", "load_start": [0, 0, 0],
                          "load_end": [0, 0, 0]}
     (tmp_path / "e2e.json").write_text(json.dumps(result))
+    (tmp_path / "e2e-2000-silver2.json").write_text(json.dumps(result))
     report.render(tmp_path)
-    assert "records/s committed in Silver" in (tmp_path / "e2e.md").read_text()
+    text = (tmp_path / "e2e.md").read_text()
+    assert "records/s committed in Silver" in text
+    [point] = [line for line in text.splitlines() if line.startswith("| 2 | producer at")]
+    assert f"{result['records_per_s']:,} ({result['records_per_s']:,}–" in point
     assert (tmp_path / "e2e.png").stat().st_size > 0
 
 

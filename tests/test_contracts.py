@@ -11,7 +11,8 @@ import pytest
 from assay.contracts.config import Normalise, TableConfig
 from assay.contracts.messages import Record, TableEnd, json_decoder, msgpack_decoder
 from assay.logs import redact
-from assay.processors.normalise import CoercionError, RowCleaner
+from assay.processors.cleaning import RowCleaner
+from assay.processors.normalise import CoercionError
 
 
 def test_a_newer_writer_with_added_fields_is_still_read() -> None:

@@ -23,7 +23,7 @@ from assay.streams.codec import Item
 from assay.streams.consumer import Output, RuntimeSettings
 from assay.streams.producer import Producer, ProducerTimeout, TableTarget
 from tests.conftest import eventually, item_rows, write_config
-from tests.proxy import Proxy
+from tests.proxy import Proxy, through
 
 
 @pytest.fixture
@@ -32,11 +32,6 @@ async def redis_proxy(redis_url: str) -> AsyncIterator[Proxy]:
     proxy = await Proxy(url.hostname or "127.0.0.1", url.port or 6379).start()
     yield proxy
     await proxy.cut()
-
-
-def through(redis_url: str, proxy: Proxy) -> str:
-    url = urlparse(redis_url)
-    return url._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
 
 
 class LosesItsServer:

@@ -20,9 +20,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from assay.contracts.config import ConfigError, load_config
 from assay.contracts.messages import (
     Accounted,
     DeadLetter,
+    Landed,
     LandedBatch,
     Record,
     TableEnd,
@@ -36,6 +38,7 @@ from assay.streams.codec import Item, decode_entry, encode
 from assay.streams.consumer import Consumer, Output, RuntimeSettings
 from assay.streams.producer import Producer, TableTarget
 from assay.streams.windows import WindowStore
+from tests.conftest import OpenContext, write_config
 
 GOOD: dict[str, Any] = {"type": "record", "division": "east", "table": "item", "window": "w",
                         "row": 1, "payload": {"id": "1", "name": "n", "qty": "1",
@@ -291,6 +294,22 @@ async def test_accounting_of_another_division_is_refused(ctx: Context) -> None:
     assert await WindowStore(ctx.redis, ctx.keys).windows("west") == []
 
 
+async def test_silver_refuses_a_landed_record_of_another_division(ctx: Context) -> None:
+    """Bronze checks the division at the door; an entry put straight onto the bronze
+    stream is checked again, so a west row never lands in east's accounting."""
+    payload = {"id": "1", "name": "n", "qty": "1", "weight": "1", "unit": "LB"}
+    batch = LandedBatch(items=[
+        Landed(record=Record(division=division, table="item", window="w", row=row,
+                             payload=payload), derived={}, bronze_id=f"1-0:{row}")
+        for division, row in (("east", 1), ("west", 2))])
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.BRONZE), encode(batch))
+    await make_consumer("silver", ctx).run(burst=True)
+    [letter] = await dead_letters(ctx)
+    assert "another division" in letter.error
+    rows = await ctx.pool.fetch(f'SELECT id FROM "{ctx.plan.schema}"."silver_item"')
+    assert [r["id"] for r in rows] == [1]
+
+
 async def test_gold_refuses_a_window_event_of_another_division(ctx: Context) -> None:
     windows = ctx.keys.stream("east", channels.WINDOWS)
     event = WindowEvent(division="north", window="w", status="completed", tables={},
@@ -419,11 +438,50 @@ async def test_invalid_utf8_in_an_unknown_field_fails_only_its_batch_element(
     assert [r["_row"] for r in await bronze_rows(ctx)] == [1]
 
 
+@pytest.mark.parametrize(("row", "name"), [
+    (b'"row":1,"row":2', b'"name":"first","name":"last"'),
+    # The first occurrence would be refused on its own; the last one is what counts.
+    (b'"row":18446744073709551616,"row":2', b'"name":18446744073709551616,"name":"last"'),
+    (b'"row":0,"row":2', b'"name":null,"name":"last"'),
+    (b'"row":"x","row":2', b'"name":{"deep":[1]},"name":"last"'),
+])
 async def test_a_repeated_key_keeps_its_last_value_and_the_entry_lands_once(
-        ctx: Context) -> None:
-    entry = (b'{"type":"record","division":"east","table":"item","window":"w","row":1,"row":2,'
-             b'"payload":{"id":"1","name":"first","name":"last"}}')
+        ctx: Context, row: bytes, name: bytes) -> None:
+    entry = (b'{"type":"record","division":"east","table":"item","window":"w",' + row
+             + b',"payload":{"id":"1",' + name + b'}}')
     await ctx.redis.xadd(ctx.keys.stream("east", channels.INGEST), {b"json": entry})
     await make_consumer("bronze", ctx).run(burst=True)
     assert [(r["_row"], r["name"]) for r in await bronze_rows(ctx)] == [(2, "last")]
     assert await dead_letters(ctx) == []
+    assert await pending(ctx, channels.INGEST, "bronze") == 0
+
+
+async def test_max_row_caps_what_one_record_can_make_redis_allocate(
+        tmp_path: Path, schema: str, open_ctx: OpenContext) -> None:
+    """With ``max_row`` 1000 a row or a table_end beyond it is dead-lettered at Bronze's
+    door, and the barrier refuses such a row put straight onto its stream: no bitmap grows
+    past 1000 bits (with the default, a row near 2^32 costs 512 MB)."""
+    ctx = await open_ctx(write_config(tmp_path / "capped", schema, max_row=1000))
+    ingest = ctx.keys.stream("east", channels.INGEST)
+    for message in (record(row=1000), record(row=1001),
+                    {"type": "table_end", "division": "east", "table": "item", "window": "w",
+                     "rows": 1001}):
+        await ctx.redis.xadd(ingest, {b"json": js(message)})
+    await ctx.redis.xadd(ctx.keys.stream("east", channels.ACCOUNTED), encode(Accounted(
+        division="east", table="item", window="x", layer="silver", applied=[7, 4_000_000_000])))
+    for layer in ("bronze", "silver", "barrier"):
+        await make_consumer(layer, ctx).run(burst=True)
+    assert [r["_row"] for r in await bronze_rows(ctx)] == [1000]
+    errors = sorted(d.error for d in await dead_letters(ctx))
+    assert errors == ["row 1001 above max_row=1000", "row number 4000000000 outside 1…1000",
+                      "rows 1001 above max_row=1000"]
+    sizes = [await ctx.redis.strlen(key) async for key in ctx.redis.scan_iter(
+        match=f"{ctx.keys.prefix}:*", _type="string")]
+    assert sizes and max(sizes) <= 1000 // 8 + 1
+
+
+@pytest.mark.parametrize("bad", [0, 2**32])
+def test_max_row_is_within_what_a_bitmap_addresses(tmp_path: Path, schema: str,
+                                                    bad: int) -> None:
+    with pytest.raises(ConfigError, match="max_row"):
+        load_config(write_config(tmp_path / "bad", schema, max_row=bad))

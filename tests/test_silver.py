@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from assay.contracts.messages import Accounted, DeadLetter, TableEnd, msgpack_decoder
+from assay.contracts.messages import (
+    Accounted,
+    DeadLetter,
+    Landed,
+    Record,
+    TableEnd,
+    msgpack_decoder,
+)
+from assay.processors.silver import SilverProcessor
 from assay.runner import Context, make_consumer, open_context
 from assay.streams import keys as channels
+from assay.streams.codec import Item
 from assay.streams.producer import Producer, TableTarget
 from tests.conftest import OpenContext
 
@@ -155,6 +164,24 @@ async def test_delete_is_soft_and_respects_sequence(ctx: Context) -> None:
     assert rows[2]["_deleted"] is False  # the delete was older than the stored row
 
 
+async def test_a_batch_of_upserts_and_deletes_applies_both(ctx: Context) -> None:
+    await send(ctx, [person(1), person(2)])
+    await drain(ctx)
+
+    def landed(i: int, op: str, **row: str) -> Item:
+        record = Record(division="emea", table="customer", window="w2", row=i, payload=row,
+                        op="delete" if op == "delete" else "upsert")
+        return Item("t:{emea}:bronze", "9-0", i,
+                    Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
+
+    batch = [landed(1, "upsert", id="3", name="Three", updated="2024-03-05 00:00:00"),
+             landed(2, "delete", id="1", updated="2024-03-05 00:00:00")]
+    out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(batch)
+    assert out.processed == 2
+    rows = await silver(ctx)
+    assert {i: r["_deleted"] for i, r in rows.items()} == {1: True, 2: False, 3: False}
+
+
 async def test_accounting_adds_up(ctx: Context) -> None:
     rows = [person(i) for i in range(1, 301)]
     rows[10]["country"] = "XX"  # quarantined by validation
@@ -256,7 +283,6 @@ async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
 
 
 async def test_end_to_end_latency_is_observed_per_record(ctx: Context) -> None:
-    from assay.processors.silver import SilverProcessor
 
     seen: list[float] = []
     await send(ctx, [person(i) for i in range(1, 31)])

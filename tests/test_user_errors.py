@@ -160,3 +160,16 @@ def test_a_bad_window_option_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "Invalid value for '--first': a window is 'YYYY-MM', not '2012-13'" in result.stderr
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ("silver", "expected NAME=N with N ≥ 1"),
+    ("silver=0", "expected NAME=N with N ≥ 1"),
+    ("platinum=2", "has no layer process named 'platinum'"),
+])
+def test_a_bad_concurrency_is_a_usage_error(spec: str, says: str) -> None:
+    result = assay("demo", "-c", spec)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: --concurrency ") and says in line

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
@@ -57,6 +57,29 @@ class DemoOptions:
     via: str = "redis"
     """``http``: the records go through ``assay serve`` (see ``assay.demo.via_http``)."""
     keep_running: bool = False
+    concurrency: dict[str, int] | None = None
+    """Consumers per Procfile process name (``honcho -c`` semantics): ``silver=2`` runs
+    slots ``silver.1`` and ``silver.2``, each a consumer of the Silver group. None: the
+    ``default_concurrency()`` for the process names the Procfile has."""
+
+
+def default_concurrency(cores: int | None = None) -> dict[str, int]:
+    """Silver, the layer that saturates first, gets a consumer per core (up to 4)."""
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return {"silver": max(1, min(cores, 4))}
+
+
+def parse_concurrency(specs: Sequence[str]) -> dict[str, int]:
+    """``["silver=2", "bronze=2,gold=1"]`` → ``{"silver": 2, "bronze": 2, "gold": 1}``."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, equals, number = part.partition("=")
+            if not equals or not name.strip() or not number.strip().isdigit() or int(
+                    number) < 1:
+                raise ProcfileError(f"--concurrency {part!r}: expected NAME=N with N ≥ 1")
+            counts[name.strip()] = int(number)
+    return counts
 
 
 class ProcfileError(ValueError):
@@ -115,18 +138,42 @@ def layer_slots(options: DemoOptions, redis_url: str, database_url: str) -> list
     options.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **options.env, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "ASSAY_KEY_PREFIX": options.key_prefix, "ASSAY_LOG_FORMAT": "json"}
+    lines = procfile_lines(options.procfile)
+    counts = concurrency(options.concurrency, lines, options.procfile)
     slots = []
-    for line in procfile_lines(options.procfile):
+    for line in lines:
         if line.layer is None:
             continue
-        args = list(line.args)
-        if "--config" not in args:
-            args += ["--config", str(options.config_dir)]
-        if line.layer is not None and "--name" not in args:
-            args += ["--name", line.name]
-        slots.append(Slot(line.name, partial(_spawn, args, env,
-                                             options.log_dir / f"{line.name}.log")))
+        count = counts.get(line.name, 1)
+        for name in ([line.name] if count == 1
+                     else [f"{line.name}.{i}" for i in range(1, count + 1)]):
+            args = list(line.args)
+            if "--config" not in args:
+                args += ["--config", str(options.config_dir)]
+            if "--name" not in args:
+                args += ["--name", name]
+            slots.append(Slot(name, partial(_spawn, args, env, options.log_dir / f"{name}.log")))
     return slots
+
+
+def concurrency(asked: Mapping[str, int] | None, lines: Sequence[ProcessLine],
+                path: Path) -> dict[str, int]:
+    """The consumers per process name: what was asked, checked against the Procfile (every
+    name a layer line of it, none with a ``--name`` of its own, which several consumers
+    cannot share); without asking, the default for the names the Procfile has."""
+    layers = {line.name: line for line in lines if line.layer is not None}
+    if asked is None:
+        return {name: count for name, count in default_concurrency().items()
+                if name in layers and "--name" not in layers[name].args}
+    for name, count in asked.items():
+        line = layers.get(name)
+        if line is None:
+            raise ProcfileError(f"--concurrency {name}={count}: {path} has no layer process "
+                                f"named {name!r} (it has {', '.join(layers) or 'none'})")
+        if count > 1 and "--name" in line.args:
+            raise ProcfileError(f"--concurrency {name}={count}: its line in {path} sets "
+                                "--name, which several consumers cannot share")
+    return dict(asked)
 
 
 async def _spawn(args: list[str], env: dict[str, str], log_path: Path
