@@ -1,6 +1,7 @@
 """Gold at scale: a window's apply over a growing history, and CRM↔ERP linkage.
 
     python -m bench.gold [--lines 1000000 4000000 16000000] [--window-lines 10000]
+                         [--windows 3] [--keep | --reuse SCHEMA]
                          [--accounts 1000000] [--no-linkage] [--verbose]
 
 Without ``REDIS_URL``/``DATABASE_URL`` it starts (or reuses) the embedded servers, as the
@@ -12,14 +13,19 @@ CLI does.
    over 4 years), built with set-based SQL; Gold takes it through the production upserts
    (account lookups included) over row ranges instead of window by window, then VACUUM
    ANALYZE and a full KPI recompute. For each size in turn (the history grows from one to
-   the next) two new windows arrive in Silver: one of ``--window-lines`` lines with 600 new
-   customers, every 33rd without an account (not timed), then the one measured:
-   ``--window-lines`` lines, their orders and invoices, 600 new customers with their
-   accounts, and the accounts the first window's customers waited for. Its
+   the next) ``--windows`` new windows are measured, each in two parts that arrive in
+   Silver and are applied by Gold one after the other: part 0, ``--window-lines`` lines
+   with 600 new customers, every 33rd without an account (not timed), then part 1, the
+   one measured: ``--window-lines`` lines, their orders and invoices, 600 new customers
+   with their accounts, and the accounts part 0's customers waited for. Each part's rows
+   belong to its own window (the lines Gold applied are counted and stored). Part 1's
    ``WindowEvent`` is added to the windows stream and the Gold consumer drains it; every
    statement of ``GoldProcessor.apply`` is timed by a query logger on the pool, and the
-   times are split into sync, linkage and KPIs. The curve goes to
-   ``bench/results/gold-curve.md`` (and ``.json``, ``.png``).
+   times are split into sync, linkage and KPIs. The curve (per size the median of the
+   windows with min–max, every window's figures in the JSON) goes to
+   ``bench/results/gold-curve.md`` (and ``.json``, ``.png``). ``--keep`` keeps the
+   history's schema after the curve; ``--reuse SCHEMA`` measures it again (growing it to
+   larger ``--lines`` if asked) instead of building it anew.
 2. Linkage of ``--accounts`` CRM accounts against as many ERP customers, through the
    production sync and link statements: ERP rows arriving for accounts Gold already has
    (linked as they are written; the same sync without lookups for comparison), accounts
@@ -28,8 +34,8 @@ CLI does.
 3. The ILIKE linkage a team would first write (``t.key ILIKE '%' || trim(a.key) || '%'``)
    on a fixed sample of keys under a statement timeout, extrapolated to every key.
 
-Everything lives in a schema of its own, dropped at the end, and Redis keys under a
-prefix of their own. Parts 2 and 3 (skipped with ``--no-linkage``) go to stdout and to
+Everything lives in a schema of its own, dropped at the end unless kept, and Redis keys
+under a prefix of their own. Parts 2 and 3 (skipped with ``--no-linkage``) go to stdout and to
 ``bench/results/gold.md``.
 """
 
@@ -38,9 +44,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
+import shlex
+import statistics
 import sys
 import time
 import uuid
@@ -65,6 +74,7 @@ from assay.streams import keys as channels
 from assay.streams.client import connect
 from assay.streams.codec import encode
 from assay.streams.keys import Keys
+from bench.runs import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "gold.md"
@@ -86,6 +96,8 @@ ORDER_DIVISION = "($1::text[])[1 + o % 3]"
 SHIP_DATE = "(timestamptz '2021-01-01 08:00:00+00' + ((o * 37) % 1430) * interval '1 day')"
 NEW_SHIP_DATE = "(timestamptz '{month} 08:00:00+00' + (o % 28) * interval '1 day')"
 META = '"_division", "_window", "_row", "_entry", "_deleted"'
+HISTORY_WINDOW = f"to_char({SHIP_DATE}, 'YYYY-MM')"
+"""History rows belong to the month they ship in."""
 
 
 def order_rows(ship: str) -> str:
@@ -96,7 +108,7 @@ def order_rows(ship: str) -> str:
         f" SELECT o, {ship} - interval '7 days', {ship}, 5, c, 1 + o % 10,"
         " (o % 900) + 100.50, (o % 900) + 112.75, 'AW' || lpad(c::text, 8, '0'),"
         f" extract(year FROM {ship}), extract(quarter FROM {ship}), 7,"
-        f" {{division}}, to_char({ship}, 'YYYY-MM'), o, lpad(o::text, 12, '0'), false"
+        f" {{division}}, {{window}}, o, lpad(o::text, 12, '0'), false"
         " FROM generate_series($2::bigint, $3::bigint) AS o,"
         " LATERAL (SELECT 1 + (o * 7) % $4::bigint AS c) AS pick")
 
@@ -107,7 +119,7 @@ def line_rows(ship: str) -> str:
         ' "OrderQty", "ProductID", "UnitPrice", "LineTotal", "CustomerAccount",'
         f' {META}) SELECT o, l, 1 + l % 5, 1 + (l * 13) % 500, 10 + l % 90,'
         " (1 + l % 5) * (10 + l % 90), 'AW' || lpad((1 + (o * 7) % $4::bigint)::text, 8, '0'),"
-        f" {{division}}, to_char({ship}, 'YYYY-MM'), l, lpad(l::text, 12, '0'), false"
+        " {division}, {window}, l, lpad(l::text, 12, '0'), false"
         " FROM generate_series($2::bigint, $3::bigint) AS l,"
         f" LATERAL (SELECT (l - 1) / {LINES_PER_ORDER} + 1 AS o) AS head")
 
@@ -117,7 +129,7 @@ def invoice_rows(ship: str) -> str:
         'INSERT INTO {s}."silver_erp_invoice" ("InvoiceID", "SalesOrderID", "CustomerAccount",'
         f' "InvoiceDate", "Amount", {META}) SELECT \'INV-\' || o, o,'
         " 'AW' || lpad((1 + (o * 7) % $4::bigint)::text, 8, '0'), " + ship + ","
-        f" (o % 900) + 112.75, {{division}}, to_char({ship}, 'YYYY-MM'), o,"
+        " (o % 900) + 112.75, {division}, {window}, o,"
         " lpad(o::text, 12, '0'), false FROM generate_series($2::bigint, $3::bigint) AS o")
 
 
@@ -238,9 +250,11 @@ async def grow_silver(pool: asyncpg.Pool, s: str, orders: tuple[int, int],
     division = ORDER_DIVISION
     async with pool.acquire() as conn:
         for template in (order_rows, invoice_rows):
-            await conn.execute(template(SHIP_DATE).format(s=s, division=division),
+            await conn.execute(template(SHIP_DATE).format(s=s, division=division,
+                                                          window=HISTORY_WINDOW),
                                DIVISIONS, *orders, CUSTOMERS)
-        await conn.execute(line_rows(SHIP_DATE).format(s=s, division=division),
+        await conn.execute(line_rows(SHIP_DATE).format(s=s, division=division,
+                                                       window=HISTORY_WINDOW),
                            DIVISIONS, *lines, CUSTOMERS)
 
 
@@ -275,38 +289,44 @@ async def add_window(pool: asyncpg.Pool, s: str, window: Window) -> None:
         # Accounts for the customers whose rows waited unlinked since the window before.
         await conn.execute(ACCOUNT_ROWS.format(s=s), [DIVISIONS[0]] * 3, *window.waiting,
                            window.name, [True])
+        # Its orders, invoices and lines belong to it alone (not to the month they ship in,
+        # which part 0 shares).
         for template in (order_rows, invoice_rows):
-            await conn.execute(template(ship).format(s=s, division=division),
-                               DIVISIONS, *window.orders, window.customers[1])
-        await conn.execute(line_rows(ship).format(s=s, division=division),
-                           DIVISIONS, *window.lines, window.customers[1])
+            await conn.execute(template(ship).format(s=s, division=division, window="$5::text"),
+                               DIVISIONS, *window.orders, window.customers[1], window.name)
+        await conn.execute(line_rows(ship).format(s=s, division=division, window="$5::text"),
+                           DIVISIONS, *window.lines, window.customers[1], window.name)
 
 
 @dataclass(frozen=True)
 class Window:
-    """A new window of step ``step``: part 0 brings 600 customers of which every 33rd has
-    no account yet; part 1, the window measured, brings 600 more with their accounts and
-    the accounts part 0's customers waited for. Names, months and ids are never reused."""
+    """The ``index``-th new window in the schema (counted over its life, so a reused history
+    never sees a name or an id twice). Part 0 brings ``size`` lines and 600 customers of
+    which every 33rd has no account yet; part 1, the window measured, ``size`` lines, 600
+    more customers with their accounts and the accounts part 0's customers waited for. Its
+    lines ship in month ``slot`` of 2025: the n-th window of every history size ships in
+    the same month, so each size's KPIs change the same groups."""
 
-    step: int
+    index: int
+    slot: int
     size: int
     part: int
 
     @property
     def n(self) -> int:
-        return 2 * self.step + self.part
+        return 2 * self.index + self.part
 
     @property
     def name(self) -> str:
-        return f"2025-{self.step + 1:02d}" + ("" if self.part else "-a")
+        return f"new-{self.index:04d}" + ("" if self.part else "-a")
 
     @property
     def month(self) -> str:
-        return f"2025-{self.step + 1:02d}-01"
+        return f"2025-{self.slot % 12 + 1:02d}-01"
 
     @property
     def lines(self) -> tuple[int, int]:
-        first = WINDOW_IDS + self.n * 10 * self.size
+        first = WINDOW_IDS + 1 + self.n * 10 * self.size  # a whole order's lines first
         return first, first + self.size - 1
 
     @property
@@ -330,7 +350,7 @@ class Window:
         """Customers of part 0 whose rows waited, given their accounts by part 1."""
         if not self.part:
             return 1, 0
-        return Window(self.step, self.size, 0).customers
+        return Window(self.index, self.slot, self.size, 0).customers
 
 
 def split(plan: Plan, timer: StatementTimer) -> dict[str, float]:
@@ -375,53 +395,126 @@ async def window_to_kpis(ctx: Context, timer: StatementTimer, window: str) -> fl
 
 
 @dataclass(frozen=True)
-class Point:
-    """One point of the curve: a window applied over ``lines`` lines of history."""
+class Applied:
+    """One measured window: its whole apply, the statement times by part, the lines it
+    brought (counted in Gold afterwards) and the 1-minute load average after it."""
 
-    lines: int
-    build: float
     whole: float
     parts: dict[str, float]
+    lines: int
+    load: float
 
 
-async def curve(ctx: Context, timer: StatementTimer, sizes: list[int], window_lines: int,
-                verbose: bool) -> list[Point]:
-    """Grow the history to each size in turn (set-based), then apply a new window of
-    ``window_lines`` lines through the Gold consumer and time its statements."""
+@dataclass(frozen=True)
+class Point:
+    """One point of the curve: windows applied over ``lines`` lines of history (``build``
+    seconds to grow it, None when a kept history was reused); figures are medians."""
+
+    lines: int
+    build: float | None
+    windows: list[Applied]
+
+    @property
+    def whole(self) -> float:
+        return statistics.median(w.whole for w in self.windows)
+
+    @property
+    def parts(self) -> dict[str, float]:
+        names = {name for w in self.windows for name in w.parts}
+        return {name: statistics.median(w.parts.get(name, 0.0) for w in self.windows)
+                for name in sorted(names)}
+
+    def stored(self) -> dict[str, Any]:
+        return {"lines": self.lines, "build": self.build, "whole": self.whole,
+                "whole_min": min(w.whole for w in self.windows),
+                "whole_max": max(w.whole for w in self.windows), "parts": self.parts,
+                "windows": [vars(w) for w in self.windows]}
+
+
+async def history_lines(pool: asyncpg.Pool, s: str) -> int:
+    """The history's lines (ids below the new windows'): 0 in a new schema."""
+    return int(await pool.fetchval(
+        f'SELECT coalesce(max("_row"), 0) FROM {s}."silver_erp_order_line"'
+        ' WHERE "_row" < $1', WINDOW_IDS))
+
+
+async def windows_so_far(pool: asyncpg.Pool, s: str) -> int:
+    """New windows measured in this schema before (each applied as two)."""
+    return int(await pool.fetchval(f'SELECT count(*) FROM {s}."gold_windows"')) // 2
+
+
+async def grow(ctx: Context, lines: int, size: int) -> float:
+    """Grow the history from ``lines`` to ``size`` lines, set-based: Silver, then Gold
+    through the production upserts, VACUUM ANALYZE and a full KPI recompute; seconds."""
     pool, plan = ctx.pool, ctx.plan
     s = quote(plan.schema)
     tables = ", ".join(f"{s}.{quote(shape.name)}" for shape in plan.shapes())
     divisions = {d: c.name for d, c in plan.config.divisions.items()}
+    started = time.perf_counter()
+    if not lines:
+        await build_catalogue(pool, s)
+        await grow_gold(pool, plan, {t: (1, 10**12) for t in STATIC_TABLES})
+    orders = (lines // LINES_PER_ORDER + 1, size // LINES_PER_ORDER)
+    await grow_silver(pool, s, orders, (lines + 1, size))
+    await grow_gold(pool, plan, {"erp_order": orders, "erp_invoice": orders,
+                                 "erp_order_line": (lines + 1, size)})
+    await pool.execute(f"VACUUM ANALYZE {tables}")
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT set_config('work_mem', $1, false)", plan.gold.work_mem)
+        for kpi in plan.gold.kpis:
+            await kpi.rebuild(conn, divisions)
+    return time.perf_counter() - started
+
+
+async def measure(ctx: Context, timer: StatementTimer, window: Window, verbose: bool
+                  ) -> Applied:
+    """Part 0 of the window applied untimed, then part 1 through the Gold consumer with
+    its statements timed; the lines it brought counted in Gold."""
+    plan, s = ctx.plan, quote(ctx.plan.schema)
+    before = dataclasses.replace(window, part=0)
+    await add_window(ctx.pool, s, before)
+    await window_to_kpis(ctx, timer, before.name)
+    await add_window(ctx.pool, s, window)
+    whole = await window_to_kpis(ctx, timer, window.name)
+    if verbose:
+        timer.top(f"window {window.name}")
+    parts = split(plan, timer)
+    [lines] = [sync.table for sync in plan.gold.syncs
+               if f'{quote("silver_erp_order_line")} AS s' in sync.upsert]
+    applied = await ctx.pool.fetchval(
+        f'SELECT count(*) FROM {lines} WHERE "line_id" BETWEEN $1 AND $2'
+        ' AND "_division" = $3 AND "_window" = $4', *window.lines, DIVISIONS[0], window.name)
+    return Applied(whole, parts, applied, os.getloadavg()[0])
+
+
+async def curve(ctx: Context, timer: StatementTimer, sizes: list[int], window_lines: int,
+                windows: int, verbose: bool) -> list[Point]:
+    """Grow the history to each size in turn (set-based; a kept history is reused up to
+    its size), then apply ``windows`` new windows of ``window_lines`` lines each through
+    the Gold consumer and time their statements."""
+    pool, s = ctx.pool, quote(ctx.plan.schema)
+    lines = await history_lines(pool, s)
+    if lines > min(sizes):
+        raise SystemExit(f"the kept history has {lines:,} lines, more than {min(sizes):,}")
+    index = await windows_so_far(pool, s)
     points: list[Point] = []
-    await build_catalogue(pool, s)
-    await grow_gold(pool, plan, {t: (1, 10**12) for t in STATIC_TABLES})
-    lines = 0
-    for step, size in enumerate(sorted(sizes)):
-        started = time.perf_counter()
-        orders = (lines // LINES_PER_ORDER + 1, size // LINES_PER_ORDER)
-        await grow_silver(pool, s, orders, (lines + 1, size))
-        await grow_gold(pool, plan, {"erp_order": orders, "erp_invoice": orders,
-                                     "erp_order_line": (lines + 1, size)})
+    for size in sorted(sizes):
+        build = await grow(ctx, lines, size) if size > lines else None
         lines = size
-        await pool.execute(f"VACUUM ANALYZE {tables}")
-        async with pool.acquire() as conn:
-            await conn.execute("SELECT set_config('work_mem', $1, false)", plan.gold.work_mem)
-            for kpi in plan.gold.kpis:
-                await kpi.rebuild(conn, divisions)
-        build = time.perf_counter() - started
-        before = Window(step, window_lines, 0)
-        await add_window(pool, s, before)
-        await window_to_kpis(ctx, timer, before.name)
-        window = Window(step, window_lines, 1)
-        await add_window(pool, s, window)
-        whole = await window_to_kpis(ctx, timer, window.name)
-        if verbose:
-            timer.top(f"apply over {size:,}")
-        points.append(Point(size, build, whole, split(plan, timer)))
-        print(f"{size:>12,} lines: whole apply {whole:.3f} s "
-              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(points[-1].parts.items()))
-              + f" (history built in {build:,.0f} s, load {os.getloadavg()[0]:.2f})",
-              file=sys.stderr, flush=True)
+        applied = []
+        for slot in range(windows):
+            window = Window(index, slot, window_lines, 1)
+            index += 1
+            applied.append(await measure(ctx, timer, window, verbose))
+            a = applied[-1]
+            print(f"{size:>12,} lines, window {window.name}: {a.lines:,} lines applied in"
+                  f" {a.whole:.3f} s ("
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(a.parts.items()))
+                  + f"), load {a.load:.2f}", file=sys.stderr, flush=True)
+        points.append(Point(size, build, applied))
+        print(f"{size:>12,} lines: whole apply median {points[-1].whole:.3f} s"
+              + (f" (history built in {build:,.0f} s)" if build is not None else
+                 " (history reused)"), file=sys.stderr, flush=True)
     return points
 
 
@@ -622,18 +715,31 @@ def urls(stack: contextlib.ExitStack) -> tuple[str, str]:
     return started.redis_url, started.database_url
 
 
+def spread(values: list[float]) -> str:
+    """``median (min–max)`` in seconds; a single value alone."""
+    middle = f"{statistics.median(values):.3f}"
+    if len(values) == 1:
+        return f"{middle} s"
+    return f"{middle} s ({min(values):.3f}–{max(values):.3f})"
+
+
 def curve_report(points: list[Point], window_lines: int, header: list[str]) -> str:
     first = points[0].whole
+    counts = sorted({w.lines for p in points for w in p.windows})
     lines = [*header, "",
-             f"A {window_lines:,}-line window applied through the Gold consumer (window"
-             " completion → KPIs updated) over a growing history; the parts are the"
-             " statement times of the apply.", "",
+             f"{len(points[0].windows)} windows of {window_lines:,} lines per history size"
+             f" (lines applied, counted in Gold: {', '.join(f'{n:,}' for n in counts)}),"
+             " each applied through the Gold consumer (window completion → KPIs updated);"
+             " the parts are the statement times of the apply. Medians, min–max of the"
+             " whole apply in brackets; × the first is the ratio of the medians; every"
+             " window's figures are in `gold-curve.json`.", "",
              "| history | whole apply | × the first | sync | linkage (4 targets) | KPIs"
              " | other | history built in |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {p.lines:,} lines | {p.whole:.3f} s | {p.whole / first:.2f} |"
+    lines += [f"| {p.lines:,} lines | {spread([w.whole for w in p.windows])} |"
+              f" {p.whole / first:.2f} |"
               f" {p.parts.get('sync', 0):.3f} s | {p.parts.get('link', 0):.3f} s |"
               f" {p.parts.get('kpi', 0):.3f} s | {p.parts.get('other', 0):.3f} s |"
-              f" {p.build:,.0f} s |" for p in points]
+              f" {'reused' if p.build is None else f'{p.build:,.0f} s'} |" for p in points]
     return "\n".join(lines) + "\n"
 
 
@@ -645,7 +751,12 @@ def plot(points: list[Point], window_lines: int, path: Path, title: str) -> None
 
     x = [p.lines for p in points]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(x, [p.whole for p in points], marker="o", label="whole apply")
+    whole = [p.whole for p in points]
+    ax.errorbar(x, whole, yerr=[[m - min(w.whole for w in p.windows) for m, p in
+                                 zip(whole, points, strict=True)],
+                                [max(w.whole for w in p.windows) - m for m, p in
+                                 zip(whole, points, strict=True)]],
+                marker="o", capsize=3, label="whole apply (median, min–max)")
     for part, label in (("sync", "sync"), ("link", "linkage"), ("kpi", "KPIs")):
         ax.plot(x, [p.parts.get(part, 0) for p in points], marker=".", label=label)
     ax.set_xscale("log")
@@ -665,7 +776,7 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
     logs.configure(level="WARNING", json=False)
     sizes = Sizes(max(args.lines), args.window_lines, args.accounts, args.window_keys,
                   args.sample)
-    tag = f"bench_gold_{uuid.uuid4().hex[:8]}"
+    tag = args.reuse or f"bench_gold_{uuid.uuid4().hex[:8]}"
     plan = rebind(build_plan(load_config(ROOT / "config")), tag)
     s = quote(plan.schema)
     timer = StatementTimer()
@@ -673,10 +784,15 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
                                      command_timeout=3600)
     client = await connect(redis_url)
     load_before = os.getloadavg()
+    version = code_version()  # the code measured, not the checkout's state at the end
     started = time.perf_counter()
     rows: list[Row] = []
+    keep = args.keep or bool(args.reuse)
     try:
         async with pool.acquire() as conn:
+            if args.reuse and not await conn.fetchval(
+                    "SELECT to_regnamespace($1) IS NOT NULL", tag):
+                raise SystemExit(f"no schema {tag} to reuse")
             await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
             settings = dict(await conn.fetch(
                 "SELECT name, current_setting(name) FROM pg_settings WHERE name IN"
@@ -685,14 +801,17 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
                   f" {settings['shared_buffers']}, work_mem {settings['work_mem']},"
                   f" autovacuum {settings['autovacuum']})")
         ctx = Context(plan, client, pool, Keys(tag))
-        points = await curve(ctx, timer, args.lines, args.window_lines, args.verbose)
+        points = await curve(ctx, timer, args.lines, args.window_lines, args.windows,
+                             args.verbose)
+        load_after = os.getloadavg()
+        command = shlex.join(["python", "-m", "bench.gold", *sys.argv[1:]])
         header = [
             "# Gold: the cost of a window as the history grows", "",
-            f"`python -m bench.gold --lines {' '.join(str(n) for n in args.lines)}"
-            f" --window-lines {args.window_lines}` on {platform.platform()}, {server},"
+            f"`{command}` on {platform.platform()}, {server},"
             f" {os.cpu_count()} cores, load average before"
             f" {tuple(round(x, 2) for x in load_before)}, after"
-            f" {tuple(round(x, 2) for x in os.getloadavg())}, {time.strftime('%Y-%m-%d')}."
+            f" {tuple(round(x, 2) for x in load_after)}, {time.strftime('%Y-%m-%d')},"
+            f" commit {version['commit']}."
             " History built with set-based SQL (Silver) and the production upserts over"
             " row ranges (Gold), then VACUUM ANALYZE and a full KPI recompute.",
         ]
@@ -700,13 +819,17 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
         print(text)
         CURVE.write_text(text)
         CURVE.with_suffix(".json").write_text(json.dumps(
-            {"window_lines": args.window_lines, "load_before": load_before,
-             "load_after": os.getloadavg(), "server": server,
-             "points": [vars(p) for p in points]}, indent=1))
+            {"window_lines": args.window_lines, "windows": args.windows,
+             "load_before": load_before, "load_after": load_after, "server": server,
+             "command": command, "date": time.strftime("%Y-%m-%d"), **version,
+             "points": [p.stored() for p in points]}, indent=1))
         plot(points, args.window_lines, CURVE.with_suffix(".png"),
              f"{server.split(' (')[0]}, {os.cpu_count()} cores, load"
-             f" {load_before[0]:.1f}→{os.getloadavg()[0]:.1f}")
-        if args.no_linkage:
+             f" {load_before[0]:.1f}→{load_after[0]:.1f}, {args.windows} windows per size")
+        if keep:
+            print(f"history kept in schema {tag}: --reuse {tag} measures it again;"
+                  f' DROP SCHEMA "{tag}" CASCADE when done', file=sys.stderr)
+        if args.no_linkage or keep:
             return
         for p in points:
             rows.append(Row("**window completion → KPIs updated** (Gold consumer, whole"
@@ -752,7 +875,8 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
                         f"{sizes.accounts:,} keys", worst, "",
                         f"ILIKE ≈ {per_key * sizes.accounts / worst:,.0f}× slower"))
     finally:
-        await pool.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+        if not keep:
+            await pool.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
         await pool.close()
         async for key in client.scan_iter(match=f"{tag}:*", count=1000):
             await client.delete(key)
@@ -784,8 +908,17 @@ def cli() -> None:
                         help="seconds the ILIKE form may run in all")
     parser.add_argument("--no-linkage", action="store_true",
                         help="only the curve, not the 1M-account linkage and ILIKE parts")
+    parser.add_argument("--windows", type=int, default=3,
+                        help="windows measured per history size (median and min–max)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the history's schema for --reuse (the curve only)")
+    parser.add_argument("--reuse", metavar="SCHEMA",
+                        help="measure a kept history again, grown to larger --lines if asked"
+                             " (the curve only; the schema is kept)")
     parser.add_argument("--verbose", action="store_true", help="print the slowest statements")
     args = parser.parse_args()
+    if not 1 <= args.windows <= 12:
+        parser.error("--windows is 1 to 12 (one ship month of 2025 each)")
     with contextlib.ExitStack() as stack:
         redis_url, database_url = urls(stack)
         asyncio.run(main(redis_url, database_url, args))

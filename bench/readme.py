@@ -178,7 +178,8 @@ def http_rows(runs: list[Run]) -> list[str]:
 
 
 def gold_curve_rows(folder: Path) -> list[str]:
-    """Gold's whole apply of one window over growing histories (``bench.gold --lines``)."""
+    """Gold's whole apply of a window over growing histories (``bench.gold --lines``): per
+    size the median of its windows with min–max, the ratio of the medians."""
     path = folder / "gold-curve.json"
     if not path.exists():
         return []
@@ -188,15 +189,25 @@ def gold_curve_rows(folder: Path) -> list[str]:
     def each(value: Callable[[dict[str, Any]], float]) -> str:
         return " / ".join(f"{value(p):.2f}" for p in points)
 
+    def whole(p: dict[str, Any]) -> str:
+        runs = [w["whole"] for w in p.get("windows", [p])]
+        return spread(runs, lambda x: f"{x:.2f}")
+
     sizes = " / ".join(f"{p['lines'] / 1e6:g}M" for p in points)
     ratio = points[-1]["whole"] / points[0]["whole"]
+    windows = len(points[0].get("windows", [None]))
+    counted = (f"{windows} windows per size, median (min–max)" if windows > 1
+               else "1 window per size")
     return [f"| Gold: a {curve['window_lines']:,}-line window over {sizes} lines of history → "
             f"KPIs updated (targets: ≤ 1.3× from first to last, < 0.5 s at the last) | "
-            f"{each(lambda p: p['whole'])} s (sync {each(lambda p: p['parts']['sync'])}, "
-            f"KPIs {each(lambda p: p['parts']['kpi'])}, linkage "
-            f"{each(lambda p: p['parts']['link'])}): {ratio:.2f}× | 1 run, load "
-            f"{curve['load_before'][0]:.2f} → {curve['load_after'][0]:.2f}, {curve['server']}, "
-            "`python -m bench.gold --lines …` (`bench/results/gold-curve.md`) |"]
+            f"{' / '.join(whole(p) for p in points)} s (sync "
+            f"{each(lambda p: p['parts']['sync'])}, KPIs {each(lambda p: p['parts']['kpi'])}, "
+            f"linkage {each(lambda p: p['parts']['link'])}): {ratio:.2f}× of the medians | "
+            f"{counted}, load {curve['load_before'][0]:.2f} → {curve['load_after'][0]:.2f}, "
+            + (f"{curve['date']}, commit {curve['commit']}, " if "commit" in curve else "")
+            + f"{curve['server']}, "
+            f"`{curve.get('command', 'python -m bench.gold --lines …')}` "
+            "(`bench/results/gold-curve.md`) |"]
 
 
 MICRO = {"layers": layers_rows, "forwarding": forwarding_rows, "validation": validation_rows}

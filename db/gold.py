@@ -260,7 +260,10 @@ against 0.34 s); the two meet near 200k over 1.2M."""
 class WindowKeys:
     """The account keys a window brought, each with the ids of all accounts holding it now,
     lowest first, in a temporary table every link target reads (analysed, so its size is
-    known and the targets' joins follow it).
+    known and the targets' joins follow it). The ids a key's lowest one displaces are
+    listed one per row in a second table, also analysed: nearly always empty, and the
+    planner, left to guess ten per key from an array, would read a whole target for a
+    window of many keys.
 
     A window of few accounts probes the accounts' (key, id) index once per key; a window
     of at least ``many`` accounts and ``share`` of the table reads the accounts table
@@ -282,13 +285,18 @@ class WindowKeys:
               many: int = MANY_KEYS, share: float = MANY_SHARE) -> WindowKeys:
         source = qualified(schema, f"gold_{lookup.accounts}")
         account_id = quote(lookup.id)
-        table = window_keys_table(schema)
+        table, displaced = window_keys_table(schema), displaced_table(schema)
         in_window = ' WHERE w."_division" = $1 AND w."_window" = $2'
-        analyse = f"ANALYZE {table}"
+        analyse = (f"ANALYZE {table}", f"DELETE FROM {displaced}",
+                   f"INSERT INTO {displaced} SELECT b.k, b.id, d.id FROM {table} AS b"
+                   " CROSS JOIN LATERAL unnest(b.displaced) AS d(id)",
+                   f"ANALYZE {displaced}")
         return cls(
-            # Emptied by the fill, not at commit: it also serves outside a transaction.
+            # Emptied by the fill, not at commit: they also serve outside a transaction.
             prepare=(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k text, id {id_type},"
-                     f" displaced {id_type}[])"),
+                     f" displaced {id_type}[]);"
+                     f" CREATE TEMP TABLE IF NOT EXISTS {displaced} (k text, id {id_type},"
+                     f" displaced {id_type})"),
             # The table's name is quoted identifiers (no single quotes), as a regclass literal.
             count=(f"SELECT count(*), (SELECT reltuples FROM pg_class WHERE oid ="
                    f" '{source}'::regclass) FROM {source} AS w{in_window}"),
@@ -300,7 +308,7 @@ class WindowKeys:
                 f" LATERAL (SELECT ARRAY(SELECT a.{account_id} FROM {source} AS a"
                 f" WHERE {normalised('a', lookup.key)} = keys.k"
                 f" ORDER BY a.{account_id})) AS found(ids)",
-                analyse),
+                *analyse),
             # A key without an account (a null key) links nothing in either form.
             fill_many=(
                 f"DELETE FROM {table}",
@@ -309,7 +317,7 @@ class WindowKeys:
                 f" array_agg(a.{account_id} ORDER BY a.{account_id}) AS ids FROM {source} AS a"
                 f" WHERE {normalised('a', lookup.key)} IN (SELECT {normalised('w', lookup.key)}"
                 f" FROM {source} AS w{in_window}) GROUP BY 1) AS found",
-                analyse),
+                *analyse),
             many=many,
             share=share,
         )
@@ -325,6 +333,10 @@ class WindowKeys:
 
 def window_keys_table(schema: str) -> str:
     return quote(f"_link_keys_{hashlib.sha1(schema.encode()).hexdigest()[:10]}")
+
+
+def displaced_table(schema: str) -> str:
+    return quote(f"_link_displaced_{hashlib.sha1(schema.encode()).hexdigest()[:10]}")
 
 
 @dataclass(frozen=True)
@@ -351,9 +363,9 @@ class LinkTarget:
             table=table,
             relink=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
                     f" WHERE {normalised('t', key)} = b.k AND t.{link} IS NULL"),
-            displace=(f"UPDATE {target} AS t SET {link} = b.id FROM {best} AS b"
-                      " CROSS JOIN LATERAL unnest(b.displaced) AS d(id)"
-                      f" WHERE t.{link} = d.id AND {normalised('t', key)} = b.k"),
+            displace=(f"UPDATE {target} AS t SET {link} = d.id"
+                      f" FROM {displaced_table(schema)} AS d"
+                      f" WHERE t.{link} = d.displaced AND {normalised('t', key)} = d.k"),
             missing=(f'SELECT count(*) FROM {target} WHERE "_division" = $1 AND "_window" = $2'
                      f" AND {link} IS NULL"),
         )

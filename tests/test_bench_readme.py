@@ -121,3 +121,28 @@ def test_micro_benchmark_runs_become_rows_and_missing_ones_are_named(tmp_path: P
     assert "compiled validation" in line
     forwarding = next(x for x in text.splitlines() if x.startswith("| forwarding"))
     assert "not stored in `bench/results/`" in forwarding
+
+
+def test_the_gold_curve_row_shows_each_sizes_median_and_range_and_the_ratio_of_medians(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    sizes = {1_000_000: [0.30, 0.20, 0.25], 16_000_000: [0.33, 0.45, 0.30]}
+    parts = {"sync": 0.1, "kpi": 0.05, "link": 0.01, "other": 0.0}
+    points = [{"lines": n, "build": 10.0, "whole": statistics.median(runs),
+               "whole_min": min(runs), "whole_max": max(runs), "parts": parts,
+               "windows": [{"whole": w, "parts": parts, "lines": 10_000, "load": 1.0}
+                           for w in runs]} for n, runs in sizes.items()]
+    (folder / "gold-curve.json").write_text(json.dumps(
+        {"window_lines": 10_000, "windows": 3, "load_before": [1.5, 0, 0],
+         "load_after": [2.5, 0, 0], "server": "PostgreSQL 15", "date": "2026-12-05",
+         "commit": "abc1234", "command": "python -m bench.gold --lines 1000000 16000000",
+         "points": points}))
+
+    line = next(x for x in readme.block(folder).splitlines() if x.startswith("| Gold: a "))
+
+    assert "1M / 16M lines" in line
+    assert "0.25 (0.20–0.30) / 0.33 (0.30–0.45) s" in line
+    assert "1.32× of the medians" in line
+    assert "3 windows per size, median (min–max), load 1.50 → 2.50" in line
+    assert "commit abc1234" in line and "`python -m bench.gold --lines 1000000 16000000`" in line

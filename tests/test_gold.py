@@ -758,6 +758,43 @@ async def test_a_windows_linkage_over_a_million_rows_scans_only_indexes(ctx: Con
     assert lower == (history + window) // keys + 1  # every line of account 5 moved
 
 
+async def test_a_window_of_many_keys_finds_the_rows_of_displaced_accounts_by_index(
+        ctx: Context) -> None:
+    # 500k shipment lines of 100k accounts; the window brings 20k accounts for keys of the
+    # history, one of them with a lower id than the account its lines are linked to. The
+    # planner, guessing ten displaced ids per key, hashed the whole target instead.
+    history, accounts, window = 500_000, 100_000, 20_000
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") SELECT 'CRM-' || lpad(i::text, 8, '0'), 'AW' || lpad(i::text, 8, '0'),"
+        " 'Account ' || i, $1, 'h' FROM generate_series(1, $2) AS i", DIVISION, accounts)
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "shipment")} (line_id, order_id, product_id, qty,'
+        ' customer_account, crm_account_id, "_division", "_window")'
+        " SELECT i, i / 5, i % 500, 1, 'AW' || lpad(a::text, 8, '0'),"
+        " 'CRM-' || lpad(a::text, 8, '0'), $1, 'h' FROM generate_series(1, $2) AS i,"
+        " LATERAL (SELECT 1 + i % $3::bigint AS a) AS pick", DIVISION, history, accounts)
+    await ctx.pool.execute(
+        f'UPDATE {gold(ctx, "account")} SET "_window" = \'new\' WHERE account_id <= $1',
+        f"CRM-{window:08d}")
+    await ctx.pool.execute(
+        f'INSERT INTO {gold(ctx, "account")} (account_id, account_number, name, "_division",'
+        " \"_window\") VALUES ('CRM-0', 'aw00000007', 'Lower', $1, 'new')", DIVISION)
+    await ctx.pool.execute(f"ANALYZE {gold(ctx, 'account')}, {gold(ctx, 'shipment')}")
+    [target] = [t for t in ctx.plan.gold.links if t.table == "shipment"]
+    window_keys = ctx.plan.gold.keys
+    assert window_keys is not None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await window_keys.run(conn, DIVISION, "new")
+        plan = json.loads(await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {target.displace}"))[0]["Plan"]
+        moved = await conn.fetchval(f"SELECT count(*) FROM {gold(ctx, 'shipment')}"
+                                    " WHERE crm_account_id = 'CRM-0'")
+    assert {n["Relation Name"] for n in plan_nodes(plan) if n["Node Type"] == "Seq Scan"
+            and n["Relation Name"] == "gold_shipment"} == set()
+    assert moved == history // accounts  # every line of account 7
+
+
 def test_a_kpi_cannot_use_the_link_column(tmp_path: Path) -> None:
     config = json.loads(json.dumps(GOLD))
     config["kpis"]["shipped"]["dimensions"]["account"] = "sales_order.crm_account_id"
