@@ -89,6 +89,9 @@ def how(runs: list[Run]) -> str:
 def throughput_rows(name: str, runs: list[Run]) -> list[str]:
     pace = (f"producer paced at {runs[0]['rate_asked']:,.0f}/s" if runs[0].get("rate_asked")
             else "producer unthrottled")
+    silver = runs[0].get("consumers", {}).get("silver")
+    if silver:
+        pace += f", {silver} Silver consumer{'s' if silver > 1 else ''}"
     rows = [f"| end to end, ingest → Silver committed, every layer its own process, {pace} | "
             f"{spread([r['records_per_s'] for r in runs], count)} records/s | {how(runs)} |"]
     per = [cpu_us_per_record(r) for r in runs]
