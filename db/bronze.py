@@ -1,4 +1,5 @@
-"""Bronze landing: COPY a batch into a staging table, then one upsert into the table."""
+"""Bronze landing: COPY a batch into a staging table, then one upsert into the table
+(a plain INSERT while the batch's positions are new, ``db.insert``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from assay.db.ident import SQL_TYPES, qualified, quote
+from assay.db.insert import InsertFirst
 from assay.db.schema import TableShape
 
 META_COLUMNS = {
@@ -51,14 +53,16 @@ class BronzeWriter:
             f"CREATE TEMP TABLE IF NOT EXISTS {quote(self.stage)} "
             f"(LIKE {target}) ON COMMIT DELETE ROWS"
         )
-        self.upsert = (
+        insert = (
             f"INSERT INTO {target} ({names}) SELECT {names} FROM {quote(self.stage)} "
-            f"ORDER BY {', '.join(quote(c) for c in KEY)} "  # key order: no deadlocks
-            f"ON CONFLICT ({', '.join(quote(c) for c in KEY)}) DO UPDATE SET {updates}"
+            f"ORDER BY {', '.join(quote(c) for c in KEY)}"  # key order: no deadlocks
         )
+        self.upsert = InsertFirst(
+            insert, f"{insert} ON CONFLICT ({', '.join(quote(c) for c in KEY)}) "
+                    f"DO UPDATE SET {updates}")
 
     async def land(self, conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Write rows (tuples in ``self.columns`` order) inside the caller's transaction."""
         await conn.execute(self.create_stage)
         await conn.copy_records_to_table(self.stage, records=rows, columns=self.columns)
-        await conn.execute(self.upsert)
+        await self.upsert.execute(conn)

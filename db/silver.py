@@ -1,7 +1,8 @@
 """Silver writes: idempotent upserts where the newer source sequence wins, soft deletes.
 
 Rows are COPYed into a staging table and merged with one statement per batch, in
-key order (two consumers touching the same keys never deadlock). A stored row is
+key order (two consumers touching the same keys never deadlock): a plain INSERT while
+their keys are new, the upsert when one is stored already (``db.insert``). A stored row is
 replaced only by a strictly newer version: a higher sequence, or on an equal
 sequence a later stream entry. Replaying a batch therefore changes nothing.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from assay.db.ident import SQL_TYPES, qualified, quote
+from assay.db.insert import InsertFirst
 from assay.db.schema import TableShape
 
 META_COLUMNS = {"_division": "text", "_window": "text", "_row": "bigint", "_entry": "text",
@@ -50,11 +52,13 @@ class SilverWriter:
         self.create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target}) ON COMMIT DELETE ROWS")
         data = [c for c in self.columns if c not in self.key]
-        self.upsert = (
-            f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {self.stage}"
-            f" WHERE NOT \"_deleted\" ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET "
+        insert = (f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {self.stage}"
+                  f" WHERE NOT \"_deleted\" ORDER BY {key}")
+        self.upsert = InsertFirst(
+            insert,
+            f"{insert} ON CONFLICT ({key}) DO UPDATE SET "
             + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in data)
-            + f" WHERE {newer}"
+            + f" WHERE {newer}",
         )
         tombstone = [c for c in ("_division", "_window", "_row", "_entry", "_deleted", sequence)
                      if c]
@@ -81,7 +85,7 @@ class SilverWriter:
                                          columns=self.columns)
         deletes = sum(1 for row in rows if row[self.deleted_at])
         if deletes < len(rows):
-            await conn.execute(self.upsert)
+            await self.upsert.execute(conn)
         if deletes:  # the tombstone statement only for a batch that has deletes
             await conn.execute(self.delete)
 
