@@ -40,23 +40,29 @@ async def record(conn: asyncpg.Connection, schema: str, layer: str, outcome: str
     indexes = [groups.setdefault(row[:3], len(groups) + 1) for row in rows]
     numbers = [row[3] for row in rows]
     divisions, windows, tables = (list(x) for x in zip(*groups, strict=True))
-    await _statement(schema).execute(
-        conn, (indexes, numbers, divisions, windows, tables, outcome, layer), (QUARANTINED,))
+    args = (indexes, numbers, divisions, windows, tables, outcome, layer)
+    insert, upsert = _statements(schema)
+    await _FIRST.setdefault(schema, InsertFirst()).run(
+        conn, lambda: conn.execute(insert, *args),
+        lambda: conn.execute(upsert, *args, QUARANTINED))
+
+
+_FIRST: dict[str, InsertFirst] = {}
+"""Per schema, whether the ledger's plain insert is worth trying (``db.insert``)."""
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(schema: str) -> InsertFirst:
-    """The ledger insert of one schema: plain while its rows are new (``db.insert``)."""
+def _statements(schema: str) -> tuple[str, str]:
+    """The ledger's plain insert and its upsert, which never downgrades a final outcome."""
     insert = (
         f"INSERT INTO {qualified(schema, '_rows')} AS r (division, \"window\", table_name,"
         ' "row", outcome, layer) SELECT g.d, g.w, g.t, u.n, $6, $7'
         " FROM unnest($1::int[], $2::bigint[]) AS u(i, n)"
         " JOIN unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS g(d, w, t, i)"
         " ON g.i = u.i ORDER BY g.d, g.w, g.t, u.n")
-    return InsertFirst(
-        insert, f"{insert} ON CONFLICT (division, \"window\", table_name, \"row\") DO UPDATE"
-                " SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
-                " WHERE r.outcome = $8 AND EXCLUDED.outcome <> $8")
+    return insert, (f"{insert} ON CONFLICT (division, \"window\", table_name, \"row\")"
+                    " DO UPDATE SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
+                    " WHERE r.outcome = $8 AND EXCLUDED.outcome <> $8")
 
 
 async def totals(conn: asyncpg.Connection, schema: str, division: str, window: str

@@ -13,10 +13,22 @@ from tests.conftest import item_rows
 INSERT = "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::int[], $2::text[]) ORDER BY 1"
 
 
-def statements(schema: str, patience: int = 2) -> InsertFirst:
-    insert = INSERT.format(t=f'"{schema}".t')
-    return InsertFirst(insert, f"{insert} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                       patience)
+class Statements:
+    """A plain insert and its upsert over a two-column table, through one InsertFirst."""
+
+    def __init__(self, schema: str, patience: int = 2) -> None:
+        self.insert = INSERT.format(t=f'"{schema}".t')
+        self.upsert = f"{self.insert} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        self.first = InsertFirst(patience)
+
+    @property
+    def skip(self) -> int:
+        return self.first.skip
+
+    async def execute(self, conn: asyncpg.Connection, args: tuple[list[int], list[str]]
+                      ) -> None:
+        await self.first.run(conn, lambda: conn.execute(self.insert, *args),
+                             lambda: conn.execute(self.upsert, *args))
 
 
 async def table(pool: asyncpg.Pool, schema: str) -> dict[int, str]:
@@ -27,7 +39,7 @@ async def test_new_keys_are_inserted_and_stored_ones_fall_back_to_the_upsert(
         pool: asyncpg.Pool, schema: str) -> None:
     await pool.execute(f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".t'
                        " (k int PRIMARY KEY, v text)")
-    write = statements(schema)
+    write = Statements(schema)
     async with pool.acquire() as conn, conn.transaction():
         await write.execute(conn, ([1, 2], ["a", "b"]))
     assert write.skip == 0  # the plain insert did it
