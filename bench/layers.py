@@ -8,8 +8,10 @@ every layer in its own process and the producer running concurrently, is ``bench
 
     python -m bench.layers [--records 100000] [--cerberus] [--profile silver] [--runs 3]
 
-Besides records/s, each stage reports this process's CPU µs per record: the layer's own
-Python (decode, processing, encoding), not PostgreSQL's or Redis's.
+Besides records/s, each stage reports CPU µs per record twice: this process's (the layer's
+own Python: decode, processing, encoding), and that of the PostgreSQL backends serving it
+(found by application name in ``pg_stat_activity``, read from ``/proc/<pid>/stat`` as
+``bench.e2e`` does; the server must run on this machine).
 
 Each run is stored in bench/results/ (``bench.runs``) as part ``layers`` (``layers-cerberus``
 with ``--cerberus``), and the README's figures are regenerated from there.
@@ -33,6 +35,7 @@ from typing import Any
 from assay.runner import Context, make_consumer, open_context
 from assay.streams.producer import Producer, TableTarget
 from bench import readme
+from bench.e2e import cpu_seconds
 from bench.runs import RESULTS, ROOT, repeat
 
 
@@ -55,10 +58,24 @@ def config_copy(schema: str, cerberus: bool) -> Path:
     return folder
 
 
-async def timed(ctx: Context, layer: str, profile: bool) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds (the layer's Python, not its servers')."""
+async def backends(ctx: Context) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend of this context's pool, by pid."""
+    found = await ctx.pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1", ctx.application_name)
+    return {r["pid"]: used for r in found if (used := cpu_seconds(r["pid"])) is not None}
+
+
+def backend_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends used between two readings (one opened between: all of it)."""
+    return sum(used - before.get(pid, 0.0) for pid, used in after.items())
+
+
+async def timed(ctx: Context, layer: str, profile: bool) -> tuple[float, float, float]:
+    """Wall seconds, this process's CPU seconds (the layer's Python) and its PostgreSQL
+    backends' CPU seconds."""
     consumer = make_consumer(layer, ctx)
     profiler = cProfile.Profile() if profile else None
+    served = await backends(ctx)
     started, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
@@ -66,7 +83,8 @@ async def timed(ctx: Context, layer: str, profile: bool) -> tuple[float, float]:
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-    return time.perf_counter() - started, time.process_time() - cpu
+    wall, used = time.perf_counter() - started, time.process_time() - cpu
+    return wall, used, backend_cpu(served, await backends(ctx))
 
 
 def main() -> None:
@@ -99,8 +117,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         started, cpu = time.perf_counter(), time.process_time()
         await producer.send_table(TableTarget("north_america", "erp_order_line", "w1"), rows)
         produce_s, produce_cpu = time.perf_counter() - started, time.process_time() - cpu
-        bronze_s, bronze_cpu = await timed(ctx, "bronze", args.profile == "bronze")
-        silver_s, silver_cpu = await timed(ctx, "silver", args.profile == "silver")
+        bronze_s, bronze_cpu, bronze_pg = await timed(ctx, "bronze", args.profile == "bronze")
+        silver_s, silver_cpu, silver_pg = await timed(ctx, "silver", args.profile == "silver")
         landed = await ctx.pool.fetchval(
             f'SELECT count(*) FROM "{prefix}"."silver_erp_order_line"')
     finally:
@@ -113,18 +131,22 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     n = args.records
     print(f"cores: {os.cpu_count()}, load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f},"
           f" validation: {'cerberus' if args.cerberus else 'compiled'}, silver rows: {landed:,}")
-    print("| stage | records | seconds | records/s | Python CPU µs/record |")
-    print("|---|---:|---:|---:|---:|")
+    print("| stage | records | seconds | records/s | Python CPU µs/record"
+          " | PostgreSQL CPU µs/record |")
+    print("|---|---:|---:|---:|---:|---:|")
     stages = {"producer": produce_s, "bronze": bronze_s, "silver": silver_s}
     cpu_s = {"producer": produce_cpu, "bronze": bronze_cpu, "silver": silver_cpu}
+    pg_s = {"bronze": bronze_pg, "silver": silver_pg}
     for stage, seconds in stages.items():
+        pg = f"{pg_s[stage] / n * 1e6:.2f}" if stage in pg_s else "–"
         print(f"| {stage} | {n:,} | {seconds:.2f} | {n / seconds:,.0f} |"
-              f" {cpu_s[stage] / n * 1e6:.2f} |")
+              f" {cpu_s[stage] / n * 1e6:.2f} | {pg} |")
     return {"kind": "layers", "records": n,
             "validation": "cerberus" if args.cerberus else "compiled", "silver_rows": landed,
             "seconds": {k: round(v, 3) for k, v in stages.items()},
             "records_per_s": {k: round(n / v) for k, v in stages.items()},
-            "cpu_us_per_record": {k: round(v / n * 1e6, 2) for k, v in cpu_s.items()}}
+            "cpu_us_per_record": {k: round(v / n * 1e6, 2) for k, v in cpu_s.items()},
+            "postgres_cpu_us_per_record": {k: round(v / n * 1e6, 2) for k, v in pg_s.items()}}
 
 
 if __name__ == "__main__":

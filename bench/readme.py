@@ -136,8 +136,20 @@ def layers_rows(runs: list[Run]) -> list[str]:
     validation = runs[0]["validation"]
     return [f"| {stage}, one consumer draining {runs[0]['records']:,} order lines alone"
             f"{', ' + validation + ' validation' if stage == 'silver' else ''} | "
-            f"{spread([r['records_per_s'][stage] for r in runs], count)} records/s | "
-            f"{how(runs)} |" for stage in ("bronze", "silver")]
+            f"{spread([r['records_per_s'][stage] for r in runs], count)} records/s"
+            f"{layer_cpu(runs, stage)} | {how(runs)} |" for stage in ("bronze", "silver")]
+
+
+def layer_cpu(runs: list[Run], stage: str) -> str:
+    """CPU µs per record of the layer's process and of its PostgreSQL backends, when stored."""
+    if not all("postgres_cpu_us_per_record" in r for r in runs):
+        return ""
+
+    def us(x: float) -> str:
+        return f"{x:.1f}"
+
+    return (f"; CPU µs/record: process {spread([r['cpu_us_per_record'][stage] for r in runs], us)}"
+            f", PostgreSQL {spread([r['postgres_cpu_us_per_record'][stage] for r in runs], us)}")
 
 
 def forwarding_rows(runs: list[Run]) -> list[str]:

@@ -7,11 +7,13 @@ successfully moves to ``applied``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import asyncpg
 
 from assay.db.ident import qualified
+from assay.db.insert import InsertFirst
 from assay.db.schema import TableShape
 
 SHAPE = TableShape(
@@ -38,17 +40,29 @@ async def record(conn: asyncpg.Connection, schema: str, layer: str, outcome: str
     indexes = [groups.setdefault(row[:3], len(groups) + 1) for row in rows]
     numbers = [row[3] for row in rows]
     divisions, windows, tables = (list(x) for x in zip(*groups, strict=True))
-    await conn.execute(
+    args = (indexes, numbers, divisions, windows, tables, outcome, layer)
+    insert, upsert = _statements(schema)
+    await _FIRST.setdefault(schema, InsertFirst()).run(
+        conn, lambda: conn.execute(insert, *args),
+        lambda: conn.execute(upsert, *args, QUARANTINED))
+
+
+_FIRST: dict[str, InsertFirst] = {}
+"""Per schema, whether the ledger's plain insert is worth trying (``db.insert``)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _statements(schema: str) -> tuple[str, str]:
+    """The ledger's plain insert and its upsert, which never downgrades a final outcome."""
+    insert = (
         f"INSERT INTO {qualified(schema, '_rows')} AS r (division, \"window\", table_name,"
         ' "row", outcome, layer) SELECT g.d, g.w, g.t, u.n, $6, $7'
         " FROM unnest($1::int[], $2::bigint[]) AS u(i, n)"
         " JOIN unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS g(d, w, t, i)"
-        " ON g.i = u.i ORDER BY g.d, g.w, g.t, u.n"
-        " ON CONFLICT (division, \"window\", table_name, \"row\") DO UPDATE"
-        " SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
-        " WHERE r.outcome = $8 AND EXCLUDED.outcome <> $8",
-        indexes, numbers, divisions, windows, tables, outcome, layer, QUARANTINED,
-    )
+        " ON g.i = u.i ORDER BY g.d, g.w, g.t, u.n")
+    return insert, (f"{insert} ON CONFLICT (division, \"window\", table_name, \"row\")"
+                    " DO UPDATE SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
+                    " WHERE r.outcome = $8 AND EXCLUDED.outcome <> $8")
 
 
 async def totals(conn: asyncpg.Connection, schema: str, division: str, window: str

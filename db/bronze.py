@@ -1,14 +1,17 @@
-"""Bronze landing: COPY a batch into a staging table, then one upsert into the table."""
+"""Bronze landing: COPY a batch straight into the table while its positions are new; when
+one is stored already, COPY into a staging table and one upsert from it (``db.insert``)."""
 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from assay.db.ident import SQL_TYPES, qualified, quote
+from assay.db.insert import InsertFirst
 from assay.db.schema import TableShape
 
 META_COLUMNS = {
@@ -41,6 +44,8 @@ class BronzeWriter:
 
     def __init__(self, schema: str, shape: TableShape) -> None:
         self.columns = list(shape.columns)
+        self.schema, self.table = schema, shape.name
+        self.order = operator.itemgetter(*(self.columns.index(c) for c in KEY))
         digest = hashlib.sha1(repr(sorted(shape.columns.items())).encode()).hexdigest()[:10]
         self.stage = f"_stage_{shape.name}_{digest}"[:63]
         target = qualified(schema, shape.name)
@@ -56,9 +61,19 @@ class BronzeWriter:
             f"ORDER BY {', '.join(quote(c) for c in KEY)} "  # key order: no deadlocks
             f"ON CONFLICT ({', '.join(quote(c) for c in KEY)}) DO UPDATE SET {updates}"
         )
+        self.first = InsertFirst()
 
     async def land(self, conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Write rows (tuples in ``self.columns`` order) inside the caller's transaction."""
-        await conn.execute(self.create_stage)
-        await conn.copy_records_to_table(self.stage, records=rows, columns=self.columns)
-        await conn.execute(self.upsert)
+        ordered = sorted(rows, key=self.order)  # key order, as the upsert's: no deadlocks
+
+        async def copy() -> None:
+            await conn.copy_records_to_table(self.table, schema_name=self.schema,
+                                             records=ordered, columns=self.columns)
+
+        async def upsert() -> None:
+            await conn.execute(self.create_stage)
+            await conn.copy_records_to_table(self.stage, records=rows, columns=self.columns)
+            await conn.execute(self.upsert)
+
+        await self.first.run(conn, copy, upsert)

@@ -1,20 +1,23 @@
 """Silver writes: idempotent upserts where the newer source sequence wins, soft deletes.
 
-Rows are COPYed into a staging table and merged with one statement per batch, in
-key order (two consumers touching the same keys never deadlock). A stored row is
-replaced only by a strictly newer version: a higher sequence, or on an equal
-sequence a later stream entry. Replaying a batch therefore changes nothing.
+Rows whose keys are new are COPYed straight into the table; when one is stored already
+they are COPYed into a staging table and merged with one statement (``db.insert``).
+Either way rows go in key order (two consumers touching the same keys never deadlock).
+A stored row is replaced only by a strictly newer version: a higher sequence, or on an
+equal sequence a later stream entry. Replaying a batch therefore changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from assay.db.ident import SQL_TYPES, qualified, quote
+from assay.db.insert import InsertFirst
 from assay.db.schema import TableShape
 
 META_COLUMNS = {"_division": "text", "_window": "text", "_row": "bigint", "_entry": "text",
@@ -41,6 +44,8 @@ class SilverWriter:
         self.columns = list(shape.columns)
         self.key = list(shape.primary_key)
         self.deleted_at = self.columns.index("_deleted")
+        self.schema, self.table = schema, shape.name
+        self.order = operator.itemgetter(*(self.columns.index(c) for c in self.key))
         digest = hashlib.sha1(repr(sorted(shape.columns.items())).encode()).hexdigest()[:10]
         self.stage = quote(f"_stage_{shape.name}_{digest}"[:63])
         target = qualified(schema, shape.name)
@@ -56,6 +61,7 @@ class SilverWriter:
             + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in data)
             + f" WHERE {newer}"
         )
+        self.first = InsertFirst()
         tombstone = [c for c in ("_division", "_window", "_row", "_entry", "_deleted", sequence)
                      if c]
         self.delete = (
@@ -76,14 +82,26 @@ class SilverWriter:
 
     async def merge(self, conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Merge rows (tuples in ``self.columns`` order) in the caller's transaction."""
+        live = sorted((r for r in rows if not r[self.deleted_at]), key=self.order)
+        deletes = [r for r in rows if r[self.deleted_at]]
+
+        async def copy() -> None:
+            await conn.copy_records_to_table(self.table, schema_name=self.schema,
+                                             records=live, columns=self.columns)
+
+        if live:
+            await self.first.run(conn, copy, lambda: self._staged(conn, live, self.upsert))
+        if deletes:  # tombstones only over stored rows they are newer than
+            await self._staged(conn, deletes, self.delete)
+
+    async def _staged(self, conn: asyncpg.Connection, rows: Sequence[Sequence[Any]],
+                      statement: str) -> None:
+        """COPY rows into the staging table, then run ``statement`` over it (the statements
+        pick their rows by ``_deleted``: upserts and tombstones may share the stage)."""
         await conn.execute(self.create_stage)
         await conn.copy_records_to_table(self.stage.strip('"'), records=rows,
                                          columns=self.columns)
-        deletes = sum(1 for row in rows if row[self.deleted_at])
-        if deletes < len(rows):
-            await conn.execute(self.upsert)
-        if deletes:  # the tombstone statement only for a batch that has deletes
-            await conn.execute(self.delete)
+        await conn.execute(statement)
 
 
 async def snapshot_deletes(conn: asyncpg.Connection, schema: str, table: str, division: str,

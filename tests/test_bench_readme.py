@@ -123,6 +123,23 @@ def test_micro_benchmark_runs_become_rows_and_missing_ones_are_named(tmp_path: P
     assert "not stored in `bench/results/`" in forwarding
 
 
+def test_layers_rows_show_process_and_postgresql_cpu_per_record_when_stored(
+        tmp_path: Path) -> None:
+    folder, _ = results(tmp_path)
+    for run, (py, pg) in enumerate([(13.0, 4.4), (14.0, 4.6), (15.0, 4.5)], 1):
+        store(folder, "layers", {"kind": "layers", "records": 100_000,
+                                 "validation": "compiled", "silver_rows": 100_000,
+                                 "records_per_s": {"producer": 90_000, "bronze": 60_000,
+                                                   "silver": 30_000 + run},
+                                 "cpu_us_per_record": {"producer": 0.8, "bronze": 7.0,
+                                                       "silver": py},
+                                 "postgres_cpu_us_per_record": {"bronze": 2.2, "silver": pg},
+                                 "machine": machine("20261205T090000Z", run, 3, 1.0)})
+    line = next(x for x in readme.block(folder).splitlines()
+                if x.startswith("| silver, one consumer"))
+    assert "CPU µs/record: process 14.0 (13.0–15.0), PostgreSQL 4.5 (4.4–4.6)" in line
+
+
 def test_the_gold_curve_row_shows_each_sizes_median_and_range_and_the_ratio_of_medians(
         tmp_path: Path) -> None:
     folder = tmp_path / "results"

@@ -153,6 +153,30 @@ async def test_replaying_the_stream_changes_nothing(ctx: Context) -> None:
     assert counts == 119
 
 
+async def test_a_batch_whose_keys_partly_exist_and_its_redelivery(ctx: Context) -> None:
+    await send(ctx, [person(1), person(2)])
+    await drain(ctx)
+
+    def landed(i: int, key: int, **changes: str) -> Item:
+        record = Record(division="emea", table="customer", window="w2", row=i,
+                        payload=person(key, **changes))
+        return Item("t:{emea}:bronze", "9-0", i,
+                    Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
+
+    batch = [landed(1, 1, name="Older", updated="2024-01-01 00:00:00"),
+             landed(2, 2, name="Newer", updated="2024-04-01 00:00:00"),
+             landed(3, 3, name="New")]
+    for _ in range(2):  # the second time: a redelivery, which changes nothing
+        out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(batch)
+        assert out.processed == 3
+        rows = await silver(ctx)
+        assert {i: r["name"] for i, r in rows.items()} == {1: "Person 1", 2: "Newer", 3: "New"}
+        outcomes = await ctx.pool.fetch(
+            f'SELECT "window", outcome, count(*) FROM "{ctx.plan.schema}"."_rows"'
+            ' GROUP BY 1, 2 ORDER BY 1')
+        assert [tuple(r) for r in outcomes] == [("2024-03", "applied", 2), ("w2", "applied", 3)]
+
+
 async def test_delete_is_soft_and_respects_sequence(ctx: Context) -> None:
     await send(ctx, [person(1), person(2)])
     await drain(ctx)
