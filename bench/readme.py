@@ -92,6 +92,10 @@ def throughput_rows(name: str, runs: list[Run]) -> list[str]:
     silver = runs[0].get("consumers", {}).get("silver")
     if silver:
         pace += f", {silver} Silver consumer{'s' if silver > 1 else ''}"
+    if name.startswith("e2e-cluster-"):
+        pace += ", on a local 3-master Valkey cluster (`--cluster`)"
+    elif name.startswith("e2e-single-"):
+        pace += ", on one valkey-server beside the cluster run (`--cluster`)"
     rows = [f"| end to end, ingest → Silver committed, every layer its own process, {pace} | "
             f"{spread([r['records_per_s'] for r in runs], count)} records/s | {how(runs)} |"]
     per = [cpu_us_per_record(r) for r in runs]

@@ -27,6 +27,10 @@ LAYERS = ("bronze", "silver", "barrier")
 
 Results = dict[str, dict[str, Any]]
 
+CLUSTER_COMPARISON = ("e2e-single-unthrottled", "e2e-cluster-unthrottled")
+"""``--cluster`` runs: one valkey-server beside a local cluster, for their ratio (issue 13),
+not for the targets, which are measured on the servers the other runs use."""
+
 
 def summary_line(name: str, result: dict[str, Any]) -> str:
     if result["kind"].startswith("http-"):
@@ -148,7 +152,8 @@ def markdown(results: Results, folder: Path) -> str:
     runs = throughput_runs(results)
     lat = latency_runs(results)
     peer = results.get("peer")
-    lines += targets(runs, lat, peer)
+    measured = {k: r for k, r in runs.items() if k not in CLUSTER_COMPARISON}
+    lines += targets(measured, lat, peer)
     for name, run in runs.items():
         lines += throughput_section(run)
         lines += profile_section(folder / "profiles" / name)
@@ -156,7 +161,7 @@ def markdown(results: Results, folder: Path) -> str:
     if lat:
         lines += latency_section(lat)
     if peer:
-        lines += peer_section(peer, runs)
+        lines += peer_section(peer, measured)
     return "\n".join(lines) + "\n"
 
 
