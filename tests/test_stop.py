@@ -9,6 +9,7 @@ it gets SIGTERM and must exit 0 within its grace, with its last word logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -82,6 +83,19 @@ async def start(args: list[str], ctx: Context, config: Path, redis_url: str,
     return Logged(process)
 
 
+@contextlib.asynccontextmanager
+async def running(args: list[str], ctx: Context, config: Path, redis_url: str,
+                  database_url: str, proxies: dict[str, Proxy]) -> AsyncIterator[Logged]:
+    """``start``, and the process killed at the end if the test left it running."""
+    logged = await start(args, ctx, config, redis_url, database_url, proxies)
+    try:
+        yield logged
+    finally:
+        if logged.process.returncode is None:
+            logged.process.kill()
+            await logged.process.wait()
+
+
 async def send_items(ctx: Context) -> None:
     await Producer(ctx.redis, ctx.keys).send_table(TableTarget("east", "item", "w1"),
                                                    item_rows(10))
@@ -127,8 +141,7 @@ async def test_sigterm_ends_a_layer_while_a_server_is_down(
         layer: str, server: str, ctx: Context, config_dir: Path, redis_url: str,
         database_url: str, proxies: dict[str, Proxy]) -> None:
     work, last_event = LAYERS[layer]
-    logged = await start(["run", layer], ctx, config_dir, redis_url, database_url, proxies)
-    try:
+    async with running(["run", layer], ctx, config_dir, redis_url, database_url, proxies) as logged:
         await logged.logged("layer_started", "monitor_started")
         await proxies[server].cut()
         if server == "postgresql" and work is not None:
@@ -136,10 +149,6 @@ async def test_sigterm_ends_a_layer_while_a_server_is_down(
         if server == "redis" or work is not None:
             await logged.logged(*NOTICED)
         await stopped(logged, last_event)
-    finally:
-        if logged.process.returncode is None:
-            logged.process.kill()
-            await logged.process.wait()
 
 
 @pytest.mark.parametrize("server", ["redis", "postgresql"])
@@ -147,9 +156,8 @@ async def test_sigterm_ends_the_http_server_while_a_server_is_down(
         server: str, ctx: Context, config_dir: Path, redis_url: str, database_url: str,
         proxies: dict[str, Proxy]) -> None:
     port = free_port()
-    logged = await start(["serve", "--port", str(port)], ctx, config_dir, redis_url,
-                         database_url, proxies)
-    try:
+    async with running(["serve", "--port", str(port)], ctx, config_dir, redis_url,
+                       database_url, proxies) as logged:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             async def answers(status: int) -> bool:
                 try:
@@ -161,10 +169,6 @@ async def test_sigterm_ends_the_http_server_while_a_server_is_down(
             await proxies[server].cut()
             await eventually(lambda: answers(503))  # it noticed: not reachable
         await stopped(logged, "http_stopped")
-    finally:
-        if logged.process.returncode is None:
-            logged.process.kill()
-            await logged.process.wait()
 
 
 async def test_sigterm_ends_a_layer_of_many_streams_while_redis_hangs(
@@ -176,8 +180,8 @@ async def test_sigterm_ends_a_layer_of_many_streams_while_redis_hangs(
     pipeline = json.loads((config_dir / "pipeline.json").read_text())
     pipeline["divisions"]["north"] = {"name": "North", "tables": ["item"]}
     (config_dir / "pipeline.json").write_text(json.dumps(pipeline))
-    logged = await start(["run", "barrier"], ctx, config_dir, redis_url, database_url, proxies)
-    try:
+    async with running(["run", "barrier"], ctx, config_dir, redis_url, database_url,
+                       proxies) as logged:
         await logged.logged("layer_started")
         proxies["redis"].stall()
 
@@ -187,10 +191,6 @@ async def test_sigterm_ends_a_layer_of_many_streams_while_redis_hangs(
         await eventually(waiting)
         await stopped(logged, "layer_stopped")
         assert logged.events.count("consumer_leave_failed") == 1
-    finally:
-        if logged.process.returncode is None:
-            logged.process.kill()
-            await logged.process.wait()
 
 
 async def test_past_its_grace_a_layer_exits_at_once_while_postgresql_hangs(
@@ -200,9 +200,8 @@ async def test_past_its_grace_a_layer_exits_at_once_while_postgresql_hangs(
     pending) and the process exits 1 right then — its pool is terminated, not waited for
     again (that used to add the 5 s close timeout to the grace)."""
     grace = 2.0
-    logged = await start(["run", "silver", "--grace", str(grace)], ctx, config_dir, redis_url,
-                         database_url, proxies)
-    try:
+    async with running(["run", "silver", "--grace", str(grace)], ctx, config_dir, redis_url,
+                       database_url, proxies) as logged:
         await logged.logged("layer_started")
         proxies["postgresql"].stall()
         await send_bronze(ctx)
@@ -218,7 +217,3 @@ async def test_past_its_grace_a_layer_exits_at_once_while_postgresql_hangs(
         await logged.reader
         assert code == 1 and "shutdown_grace_exceeded" in logged.events, logged.events[-5:]
         assert grace <= took < grace + 4.0  # not grace + the 5 s close timeout
-    finally:
-        if logged.process.returncode is None:
-            logged.process.kill()
-            await logged.process.wait()
