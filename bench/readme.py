@@ -81,7 +81,9 @@ def how(runs: list[Run]) -> str:
     commits = sorted({r["machine"].get("commit", "?") for r in runs})
     dirty = any(r["machine"].get("uncommitted") for r in runs)
     command = f"`{first['command']}`" if first.get("command") else "command not stored"
-    return (f"{counted}, load {first['load_start'][0]:.2f} → {last['load_end'][0]:.2f}, "
+    cpu = (f"CPU loop {first['cpu_loop_s']:.2f} s, " if first.get("cpu_loop_s") else
+           "CPU loop not recorded, ")
+    return (f"{counted}, {cpu}load {first['load_start'][0]:.2f} → {last['load_end'][0]:.2f}, "
             f"{first['date'][:10]}, commit {', '.join(commits)}{' + uncommitted' if dirty else ''}"
             f", {command}")
 
@@ -239,7 +241,10 @@ def block(folder: Path) -> str:
              "from `bench/results/` (the full reports: `bench/results/e2e.md`, "
              "`bench/results/gold.md`). *load* is the 1-minute load average at the start of the "
              "first run and at the end of the last; on a busy machine wall-clock figures fall, "
-             "CPU per record much less.", "",
+             "CPU per record much less. *CPU loop* is the seconds one core of the machine took "
+             "for a fixed pure-Python loop (`bench.runs.cpu_reference`): machines of the same "
+             "size differ about threefold here, so figures with different loop times (or none "
+             "recorded) are not comparable.", "",
              "| what | figure | runs, load, date, commit, command |", "|---|---|---|"]
     for name, runs in parts(folder, "throughput").items():
         lines += throughput_rows(name, runs)

@@ -8,12 +8,15 @@ the command that made it, and the median run (by ``report.headline``) to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,12 +46,38 @@ def repeat(name: str, part: Callable[[], dict[str, Any]], runs: int, results: Pa
             "load_end": [round(x, 2) for x in os.getloadavg()],
             "python": sys.version.split()[0], **code_version(), "servers": servers,
             "series": series, "run": run, "runs": runs, "command": command(program),
+            **cpu_reference(),
         }
         (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
         print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
         done.append(result)
     (results / f"{name}.json").write_text(json.dumps(median_run(done), indent=1))
     return done
+
+
+LOOP = 5_000_000
+"""Additions of the reference loop (``cpu_reference``)."""
+
+
+@functools.cache
+def cpu_reference() -> dict[str, Any]:
+    """The CPU's model and the seconds one core takes for a fixed pure-Python loop (best of 3,
+    once per invocation). Machines sold as the same size differ: the same code ran about three
+    times slower per record on one 2-core machine of this workplace than on another. Figures
+    from machines whose loop times differ are not comparable."""
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return {"cpu_model": model, "cpu_loop_s": round(best, 3)}
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def machine(series: str | None, run: int, runs: int, load: float) -> dict[str, A
                          "commit": "abc1234", "uncommitted": []}
     if series:
         m |= {"series": series, "run": run, "runs": runs,
-              "command": "python -m bench e2e --rate 0 --runs 3"}
+              "command": "python -m bench e2e --rate 0 --runs 3", "cpu_loop_s": 0.42}
     return m
 
 
@@ -70,7 +70,7 @@ def test_the_block_shows_the_median_and_range_of_the_newest_series(tmp_path: Pat
     assert "stale figures" not in text
     median = f"{statistics.median(newest):,.0f}"
     assert f"{median} ({min(newest):,}–{max(newest):,}) records/s" in text
-    assert "3 runs, load 2.50 → 5.50" in text
+    assert "3 runs, CPU loop 0.42 s, load 2.50 → 5.50" in text
     assert "`python -m bench e2e --rate 0 --runs 3`" in text
     assert "9,000" not in text  # an older series is not mixed in
 
@@ -79,7 +79,7 @@ def test_a_result_stored_before_runs_were_kept_says_so(tmp_path: Path) -> None:
     folder, _ = results(tmp_path)
     line = next(x for x in readme.block(folder).splitlines() if "5,000 records/s" in x)
     assert "p99 51.5 ms" in line
-    assert "1 run (stored before runs were kept)" in line
+    assert "1 run (stored before runs were kept), CPU loop not recorded" in line
     assert "command not stored" in line
 
 
