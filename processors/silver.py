@@ -9,6 +9,7 @@ every row's outcome is written to the accounting ledger in the same transaction.
 
 from __future__ import annotations
 
+import collections
 import functools
 import operator
 from collections.abc import Callable, Sequence
@@ -93,12 +94,13 @@ class SilverProcessor:
     layer = "silver"
 
     def __init__(self, pool: asyncpg.Pool, plan: Plan, clock: Clock,
-                 observe_latency: Callable[[float], object] | None = None) -> None:
+                 observe_latency: Callable[[float, int], object] | None = None) -> None:
         self.pool = pool
         self.plan = plan
         self.clock = clock
         self.observe_latency = observe_latency
-        """Called with each applied record's seconds from ingest XADD to Silver commit."""
+        """Called with seconds from ingest XADD to Silver commit and the count of the batch's
+        records that share them (those of one ingest entry)."""
         self.writers = {
             name: SilverWriter(plan.schema, t.silver, t.config.sequence)
             for name, t in plan.tables.items()
@@ -160,10 +162,10 @@ class SilverProcessor:
         out.processed, out.quarantined = len(applied), len(held)
         if self.observe_latency is not None:
             now = self.clock()
-            for item in items:
-                if isinstance(item.message, Landed):
-                    ingest_ms = item.message.bronze_id.partition("-")[0]
-                    self.observe_latency(now - int(ingest_ms) / 1000)
+            entries = collections.Counter(i.message.bronze_id.partition("-")[0] for i in items
+                                          if isinstance(i.message, Landed))
+            for ingest_ms, records in entries.items():
+                self.observe_latency(now - int(ingest_ms) / 1000, records)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
 

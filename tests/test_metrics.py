@@ -132,3 +132,22 @@ async def test_latency_hook_observes_ingest_to_silver(metrics: Metrics,
     samples, _ = await scrape(server)
     assert (samples[("assay_end_to_end_latency_seconds_sum", labels())],
             samples[("assay_end_to_end_latency_seconds_bucket", labels(le="5.0"))]) == (3.5, 1.0)
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.1, 0.1000001, 2.5, 599.0, 1800.0, 5000.0])
+def test_observe_many_records_what_as_many_observes_do(amount: float) -> None:
+    one_by_one, at_once = Metrics(), Metrics()
+    for _ in range(7):
+        one_by_one.observe_latency(amount)
+    at_once.observe_latency(amount, 7)
+    at_once.observe_latency(amount, 0)
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for family in m.latency.collect()
+                for s in family.samples if not s.name.endswith("_created")]
+    exact = [s for s in samples(at_once) if not s[0].endswith("_sum")]
+    assert exact == [s for s in samples(one_by_one) if not s[0].endswith("_sum")]
+    assert ("assay_end_to_end_latency_seconds_count", {}, 7.0) in exact
+    [sum_once] = [s[2] for s in samples(at_once) if s[0].endswith("_sum")]
+    [sum_each] = [s[2] for s in samples(one_by_one) if s[0].endswith("_sum")]
+    assert sum_once == pytest.approx(sum_each)  # 7 × amount, rounded once instead of 7 times
