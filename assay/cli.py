@@ -168,6 +168,7 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
     from assay.pidfiles import pid_dir
     from assay.runner import CLOSE_TIMEOUT_S, LAYERS, open_context, run_layer
     from assay.services import default_data_dir
+    from assay.streams import heap
 
     if layer not in LAYERS:
         raise click.BadParameter(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
@@ -182,6 +183,7 @@ def run(layer: str, config_dir: Path | None, burst: bool, name: str | None,
         async def go() -> int:
             ctx = await open_context(config_dir or settings.config_dir, redis_url, database_url,
                                      settings.key_prefix, wait_forever=True)
+            heap.settle()  # this process runs one layer: start-up is done
             code = 1
             try:
                 code = await run_layer(layer, ctx, burst=burst, name=name, grace_s=grace_s,
