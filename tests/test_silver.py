@@ -308,10 +308,32 @@ async def test_two_silver_consumers_on_overlapping_keys(ctx: Context) -> None:
 
 async def test_end_to_end_latency_is_observed_per_record(ctx: Context) -> None:
 
-    seen: list[float] = []
+    seen: list[tuple[float, int]] = []
     await send(ctx, [person(i) for i in range(1, 31)])
     await make_consumer("bronze", ctx).run(burst=True)
     consumer = make_consumer("silver", ctx)
-    consumer.processor = SilverProcessor(ctx.pool, ctx.plan, ctx.clock, seen.append)
+    consumer.processor = SilverProcessor(ctx.pool, ctx.plan, ctx.clock,
+                                         lambda s, n: seen.append((s, n)))
     await consumer.run(burst=True)
-    assert len(seen) == 30 and all(0 <= s < 60 for s in seen)
+    # 30 records in one ingest entry: one observation of 30 (per batch Silver read them in)
+    assert sum(n for _, n in seen) == 30 and all(0 <= s < 60 for s, _ in seen)
+    assert len(seen) <= 30 // ctx.plan.config.pipeline.batch_size + 1
+
+
+@pytest.mark.parametrize("bronze_id", ["x", "", "9-0", "9-0:", "9:0", "-0:1", "9-0:1\n", "9-0:+1",
+                                       "9-0:1234567890", "1" * 21 + "-0:1", "9-0:²"])
+async def test_a_landed_item_whose_bronze_id_is_malformed_is_refused_alone(
+        ctx: Context, bronze_id: str) -> None:
+    def landed(i: int, bronze: str) -> Item:
+        record = Record(division="emea", table="customer", window="w2", row=i, payload=person(i))
+        return Item("t:{emea}:bronze", "9-0", i, Landed(record=record, derived={},
+                                                        bronze_id=bronze), 1)
+
+    bad = landed(2, bronze_id)
+    out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(
+        [landed(1, "9-0:1"), bad,
+         landed(3, "18446744073709551615-18446744073709551615:999999999")])
+    assert out.processed == 2
+    assert [(item, reason.split(" is ")[1]) for item, reason in out.rejected] == [
+        (bad, "not <ms>-<seq>:<index>")]
+    assert sorted(await silver(ctx)) == [1, 3]
