@@ -75,17 +75,24 @@ def rule_of(message: str) -> str:
     return "validation"
 
 
-def entry_order(bronze_id: str) -> str:
-    """A stream position ``ms-seq:index`` as text that sorts in arrival order."""
+def entry_order(bronze_id: str) -> str | None:
+    """A stream position ``ms-seq:index`` as text that sorts in arrival order; ``None`` when
+    ``bronze_id`` is not that, in decimal digits (Silver refuses such an item)."""
     entry, _, index = bronze_id.partition(":")
-    return f"{_entry_order(entry)}-{int(index or 0):06d}"
+    ordered = _entry_order(entry)
+    if ordered is None or not (0 < len(index) <= 9 and index.isdecimal()):
+        return None
+    return f"{ordered}-{int(index):06d}"
 
 
 @functools.lru_cache(maxsize=256)
-def _entry_order(entry: str) -> str:
+def _entry_order(entry: str) -> str | None:
     """The entry part, the same for every record of one Bronze entry."""
-    ms, _, seq = entry.partition("-")
-    return f"{int(ms):015d}-{int(seq or 0):06d}"
+    ms, dash, seq = entry.partition("-")
+    if not (dash and 0 < len(ms) <= 20 and 0 < len(seq) <= 20 and ms.isdecimal()
+            and seq.isdecimal()):
+        return None
+    return f"{int(ms):015d}-{int(seq):06d}"
 
 
 class SilverProcessor:
@@ -114,6 +121,7 @@ class SilverProcessor:
         applied: list[tuple[str, str, str, int]] = []
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
+        latencies: collections.Counter[str] = collections.Counter()  # records per ingest ms
         suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         for item in items:
             message = item.message
@@ -135,8 +143,14 @@ class SilverProcessor:
             if suspect and holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue
+            entry = entry_order(message.bronze_id)
+            if entry is None:
+                out.rejected.append((item, f"bronze_id {message.bronze_id[:64]!r} is not "
+                                           "<ms>-<seq>:<index>"))
+                continue
+            latencies[message.bronze_id.partition("-")[0]] += 1
             try:
-                row = self._row(table, message)
+                row = self._row(table, message, entry)
             except Rejected as exc:
                 held.append(self._quarantined(table, message, exc))
                 continue
@@ -162,14 +176,12 @@ class SilverProcessor:
         out.processed, out.quarantined = len(applied), len(held)
         if self.observe_latency is not None:
             now = self.clock()
-            entries = collections.Counter(i.message.bronze_id.partition("-")[0] for i in items
-                                          if isinstance(i.message, Landed))
-            for ingest_ms, records in entries.items():
+            for ingest_ms, records in latencies.items():
                 self.observe_latency(now - int(ingest_ms) / 1000, records)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
 
-    def _row(self, table: TablePlan, landed: Landed) -> dict[str, Any]:
+    def _row(self, table: TablePlan, landed: Landed, entry: str) -> dict[str, Any]:
         record = landed.record
         raw = {**record.payload, **landed.derived} if landed.derived else record.payload
         try:
@@ -194,7 +206,7 @@ class SilverProcessor:
         row["_division"] = record.division
         row["_window"] = record.window
         row["_row"] = record.row
-        row["_entry"] = entry_order(landed.bronze_id)
+        row["_entry"] = entry
         row["_deleted"] = record.op == "delete"
         return row
 
