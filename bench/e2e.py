@@ -568,15 +568,16 @@ async def count_until(run: Run, ledger: Ledger, samples: list[tuple[float, int]]
 
 async def start_profilers(layers: list[Layer], folder: Path, seconds: float
                           ) -> list[asyncio.subprocess.Process]:
-    """``py-spy record`` on each layer for ``seconds``, written as collapsed stacks."""
+    """``py-spy record`` on each layer for ``seconds``, written twice: as collapsed stacks
+    (``<layer>.txt``, read by the report) and as a flame graph (``<layer>.svg``)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     folder.mkdir(parents=True, exist_ok=True)
     return [await asyncio.create_subprocess_exec(
         spy, "record", "--pid", str(layer.process.pid), "--duration", str(int(seconds)),
-        "--rate", "100", "--nonblocking", "--format", "raw",
-        "--output", str(folder / f"{layer.name}.txt"),
+        "--rate", "100", "--nonblocking", "--format", fmt,
+        "--output", str(folder / f"{layer.name}.{suffix}"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        for layer in layers]
+        for layer in layers for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg"))]
 
 
 # --- the two measurements -------------------------------------------------------------------
