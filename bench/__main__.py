@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--window-chunks", type=int, default=None,
                    help="chunks per division and window before a table_end (default 10)")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy each layer; collapsed stacks and flame graphs (SVG) in bench/results/profiles/")
+                   help="py-spy each layer: collapsed stacks and flame graphs (SVG) in"
+                        " bench/results/profiles/")
     p.add_argument("--logs", type=Path, default=None, help="keep the layers' logs here")
     p.add_argument("--silver-consumers", type=int, nargs="+", default=None, metavar="N",
                    help="the scaling curve: each rate once per count of Silver consumer"
