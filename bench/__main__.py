@@ -102,7 +102,10 @@ def main() -> None:
     parts = parser.add_subparsers(dest="part")
     p = parts.add_parser("e2e", help="throughput, ingest to Silver committed", parents=[runs])
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up, at least")
+    p.add_argument("--fill", action="store_true",
+                   help="warm up until the backlogs between the layers are full, so that an"
+                        " unthrottled producer sends no faster than Silver commits (minutes)")
     p.add_argument("--rate", type=float, action="append",
                    help="producer records/s, 0 = as fast as backpressure allows (repeatable;"
                         " default: 20000 and 0)")
@@ -228,7 +231,8 @@ def e2e_options(args: argparse.Namespace, rate: float,
         return default if value is None else value
 
     return {"rate": rate or None, "seconds": option("seconds", 30.0),
-            "warmup": option("warmup", 5.0), "backlog": option("backlog", None),
+            "warmup": option("warmup", 5.0), "fill": option("fill", False),
+            "backlog": option("backlog", None),
             "window_chunks": option("window_chunks", 10), "log_dir": option("logs", None),
             "rename": rename}
 

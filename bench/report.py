@@ -223,6 +223,16 @@ def cpu_us_per_record(run: dict[str, Any]) -> dict[str, float]:
     return per
 
 
+def _filled(r: dict[str, Any]) -> str:
+    """How the warm-up of an unthrottled run ended, when it waited for a full backlog."""
+    full = r.get("backlog_full_at_start")
+    if not r.get("warmup_until_full") or not full:
+        return ""
+    waiting = ", ".join(f"{full[c]:,} {c}" for c in ("ingest", "bronze") if c in full)
+    return (f" (until the backlogs between the layers were full, so that the producer sends no "
+            f"faster than Silver commits: {waiting} entries waiting, of {full['of']:,} each)")
+
+
 def throughput_section(r: dict[str, Any]) -> list[str]:
     pace = (f"{r['rate_asked']:,.0f} records/s" if r.get("rate_asked")
             else "as fast as the Producer API's backpressure lets it")
@@ -232,7 +242,7 @@ def throughput_section(r: dict[str, Any]) -> list[str]:
         f"Measured {_machine(r)}.", "",
         f"The producer sends {pace} (chunks of {r['chunk']:,} records, the config's "
         f"`batch_size`; backpressure at {r['backlog_entries']:,} ingest entries per division) to "
-        f"{len(r['divisions'])} divisions for {r['warmup_s']:.0f} s of warm-up and "
+        f"{len(r['divisions'])} divisions for {r['warmup_s']:.0f} s of warm-up{_filled(r)} and "
         f"{r['seconds']:.0f} s measured; each division's window ends with a `table_end` "
         f"every {r.get('window_rows', 0):,} records.", "",
         "| measure | value |", "|---|---:|",
