@@ -4,6 +4,7 @@
     python -m bench e2e --seconds 30      # throughput at 20k/s offered and unthrottled
     python -m bench latency --rate 5000   # XADD-to-Silver latency at a fixed rate
     python -m bench peer                  # dlt loading the same rows with a merge
+    python -m bench ratio                 # unthrottled e2e and the dlt peer, in turn per run
     python -m bench http                  # HTTP ingest beside XADD, upload RSS, status page
     python -m bench peer --runs 5         # any part N times (default 3)
     python -m bench report                # re-render e2e.md, e2e.png and README's figures
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import e2e, readme, report
-from bench.runs import RESULTS, ROOT, repeat
+from bench.runs import RESULTS, ROOT, interleave, repeat
 
 
 def urls(stack: ExitStack) -> tuple[str, str, bool]:
@@ -138,6 +139,12 @@ def main() -> None:
     p.add_argument("--only", choices=["throughput", "upload", "page"], action="append")
     p.add_argument("--rows", type=int, default=300_000, help="rows per path (throughput)")
     p.add_argument("--upload-rows", type=int, default=1_000_000)
+    p = parts.add_parser("ratio", parents=[runs],
+                         help="the unthrottled end-to-end run and the dlt peer in turn, run by"
+                              " run (a drifting machine drifts under both alike)")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--loads", type=int, default=3)
     parts.add_parser("report", parents=[runs],
                      help="re-render the reports and README's figures from bench/results/")
     p = parts.add_parser("produce", help="(internal) the producer process of a run")
@@ -178,6 +185,13 @@ def run_parts(args: argparse.Namespace, redis_url: str, database_url: str,
 
     servers = asyncio.run(server_info(redis_url, database_url, embedded))
 
+    if args.part == "ratio":
+        interleave({
+            "e2e-unthrottled": functools.partial(_throughput, redis_url, database_url,
+                                                 **e2e_options(args, 0.0)),
+            "peer": lambda: peer(database_url, args.records, args.loads),
+        }, args.runs, args.results, servers)
+        return
     if args.part in (None, "e2e") and option("cluster", False):
         with ExitStack() as stack:
             single = stack.enter_context(local_valkey())  # the cluster's binary and settings

@@ -81,8 +81,10 @@ def how(runs: list[Run]) -> str:
     commits = sorted({r["machine"].get("commit", "?") for r in runs})
     dirty = any(r["machine"].get("uncommitted") for r in runs)
     command = f"`{first['command']}`" if first.get("command") else "command not stored"
-    cpu = (f"CPU loop {first['cpu_loop_s']:.2f} s, " if first.get("cpu_loop_s") else
-           "CPU loop not recorded, ")
+    loops = [r["machine"]["cpu_loop_s"] for r in runs if r["machine"].get("cpu_loop_s")]
+    cpu = ("CPU loop not recorded, " if not loops else
+           f"CPU loop {loops[0]:.2f} s, " if min(loops) == max(loops) else
+           f"CPU loop {min(loops):.2f}–{max(loops):.2f} s, ")
     return (f"{counted}, {cpu}load {first['load_start'][0]:.2f} → {last['load_end'][0]:.2f}, "
             f"{first['date'][:10]}, commit {', '.join(commits)}{' + uncommitted' if dirty else ''}"
             f", {command}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import json
 import os
 import shlex
@@ -32,26 +31,37 @@ def repeat(name: str, part: Callable[[], dict[str, Any]], runs: int, results: Pa
            ) -> list[dict[str, Any]]:
     """Run one part ``runs`` times with the machine's state recorded beside each run; store
     every run, and the median one as ``<name>.json``."""
+    return interleave({name: part}, runs, results, servers, program)[name]
+
+
+def interleave(parts: dict[str, Callable[[], dict[str, Any]]], runs: int,
+               results: Path = RESULTS, servers: dict[str, Any] | None = None,
+               program: str = "python -m bench") -> dict[str, list[dict[str, Any]]]:
+    """Run each part once per round, ``runs`` rounds (a machine whose speed drifts then
+    drifts under all of them alike); store every run, one series per part, and each part's
+    median run as ``<name>.json``."""
     series = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = results / "runs" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    done = []
+    done: dict[str, list[dict[str, Any]]] = {name: [] for name in parts}
     for run in range(1, runs + 1):
-        load_start = os.getloadavg()
-        started = dt.datetime.now(dt.UTC)
-        result = part()
-        result["machine"] = {
-            "cores": os.cpu_count(), "date": started.isoformat(timespec="seconds"),
-            "load_start": [round(x, 2) for x in load_start],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
-            "python": sys.version.split()[0], **code_version(), "servers": servers,
-            "series": series, "run": run, "runs": runs, "command": command(program),
-            **cpu_reference(),
-        }
-        (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
-        print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
-        done.append(result)
-    (results / f"{name}.json").write_text(json.dumps(median_run(done), indent=1))
+        for name, part in parts.items():
+            folder = results / "runs" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            load_start, cpu = os.getloadavg(), cpu_reference()
+            started = dt.datetime.now(dt.UTC)
+            result = part()
+            result["machine"] = {
+                "cores": os.cpu_count(), "date": started.isoformat(timespec="seconds"),
+                "load_start": [round(x, 2) for x in load_start],
+                "load_end": [round(x, 2) for x in os.getloadavg()],
+                "python": sys.version.split()[0], **code_version(), "servers": servers,
+                "series": series, "run": run, "runs": runs, "command": command(program),
+                **cpu,
+            }
+            (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
+            print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
+            done[name].append(result)
+    for name, results_ in done.items():
+        (results / f"{name}.json").write_text(json.dumps(median_run(results_), indent=1))
     return done
 
 
@@ -59,12 +69,12 @@ LOOP = 5_000_000
 """Additions of the reference loop (``cpu_reference``)."""
 
 
-@functools.cache
 def cpu_reference() -> dict[str, Any]:
     """The CPU's model and the seconds one core takes for a fixed pure-Python loop (best of 3,
-    once per invocation). Machines sold as the same size differ: the same code ran about three
-    times slower per record on one 2-core machine of this workplace than on another. Figures
-    from machines whose loop times differ are not comparable."""
+    before each run: a shared machine's speed drifts within minutes). Machines sold as the
+    same size differ: the same code ran about three times slower per record on one 2-core
+    machine of this workplace than on another. Figures from machines whose loop times differ
+    are not comparable."""
     model = None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
