@@ -143,6 +143,7 @@ def main() -> None:
                          help="the unthrottled end-to-end run and the dlt peer in turn, run by"
                               " run (a drifting machine drifts under both alike)")
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--fill", action="store_true", help="as for e2e")
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--loads", type=int, default=3)
     parts.add_parser("report", parents=[runs],

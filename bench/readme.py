@@ -81,13 +81,22 @@ def how(runs: list[Run]) -> str:
     commits = sorted({r["machine"].get("commit", "?") for r in runs})
     dirty = any(r["machine"].get("uncommitted") for r in runs)
     command = f"`{first['command']}`" if first.get("command") else "command not stored"
-    loops = [r["machine"]["cpu_loop_s"] for r in runs if r["machine"].get("cpu_loop_s")]
-    cpu = ("CPU loop not recorded, " if not loops else
-           f"CPU loop {loops[0]:.2f} s, " if min(loops) == max(loops) else
-           f"CPU loop {min(loops):.2f}–{max(loops):.2f} s, ")
+    cpu = "".join(_reference(runs, key, label) for key, label in
+                  (("cpu_loop_s", "CPU loop"), ("cpu_alloc_s", "alloc")))
+    cpu = cpu or "CPU loop not recorded, "
     return (f"{counted}, {cpu}load {first['load_start'][0]:.2f} → {last['load_end'][0]:.2f}, "
             f"{first['date'][:10]}, commit {', '.join(commits)}{' + uncommitted' if dirty else ''}"
             f", {command}")
+
+
+def _reference(runs: list[Run], key: str, label: str) -> str:
+    """A reference time of the machine over a series (``bench.runs.cpu_reference``)."""
+    found = [r["machine"][key] for r in runs if r["machine"].get(key)]
+    if not found:
+        return ""
+    span = (f"{found[0]:.2f}" if min(found) == max(found) else
+            f"{min(found):.2f}–{max(found):.2f}")
+    return f"{label} {span} s, "
 
 
 def throughput_rows(name: str, runs: list[Run]) -> list[str]:
@@ -243,10 +252,11 @@ def block(folder: Path) -> str:
              "from `bench/results/` (the full reports: `bench/results/e2e.md`, "
              "`bench/results/gold.md`). *load* is the 1-minute load average at the start of the "
              "first run and at the end of the last; on a busy machine wall-clock figures fall, "
-             "CPU per record much less. *CPU loop* is the seconds one core of the machine took "
-             "for a fixed pure-Python loop (`bench.runs.cpu_reference`): machines of the same "
-             "size differ about threefold here, so figures with different loop times (or none "
-             "recorded) are not comparable.", "",
+             "CPU per record much less. *CPU loop* and *alloc* are the seconds one core of the "
+             "machine took for a fixed pure-Python loop and for building 300,000 small dicts "
+             "(`bench.runs.cpu_reference`, before each run): machines of the same size differ "
+             "about threefold per record here, so figures with different reference times (or "
+             "none recorded) are not comparable.", "",
              "| what | figure | runs, load, date, commit, command |", "|---|---|---|"]
     for name, runs in parts(folder, "throughput").items():
         lines += throughput_rows(name, runs)

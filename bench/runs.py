@@ -67,27 +67,47 @@ def interleave(parts: dict[str, Callable[[], dict[str, Any]]], runs: int,
 
 LOOP = 5_000_000
 """Additions of the reference loop (``cpu_reference``)."""
+ALLOC = 300_000
+"""Dicts of the allocation reference (``cpu_reference``)."""
 
 
 def cpu_reference() -> dict[str, Any]:
-    """The CPU's model and the seconds one core takes for a fixed pure-Python loop (best of 3,
-    before each run: a shared machine's speed drifts within minutes). Machines sold as the
+    """The CPU's model and two reference times of one core (best of 3, before each run: a
+    shared machine's speed drifts within minutes): ``cpu_loop_s``, a pure-Python loop (the
+    interpreter alone), and ``cpu_alloc_s``, building and dropping small dicts of text (what
+    the layers do per record: allocation, the garbage collector, memory). Machines sold as the
     same size differ: the same code ran about three times slower per record on one 2-core
-    machine of this workplace than on another. Figures from machines whose loop times differ
-    are not comparable."""
+    machine of this workplace than on another, while the plain loop differed far less. Figures
+    from machines whose reference times differ are not comparable."""
     model = None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.partition(":")[2].strip()
                 break
+    return {"cpu_model": model, "cpu_loop_s": _best_of(3, _loop),
+            "cpu_alloc_s": _best_of(3, _alloc)}
+
+
+def _best_of(times: int, work: Callable[[], object]) -> float:
     best = float("inf")
-    for _ in range(3):
-        started, total = time.perf_counter(), 0
-        for i in range(LOOP):
-            total += i
+    for _ in range(times):
+        started = time.perf_counter()
+        work()
         best = min(best, time.perf_counter() - started)
-    return {"cpu_model": model, "cpu_loop_s": round(best, 3)}
+    return round(best, 3)
+
+
+def _loop() -> int:
+    total = 0
+    for i in range(LOOP):
+        total += i
+    return total
+
+
+def _alloc() -> int:
+    rows = [{"key": str(i), "value": f"{i}.50", "at": "2024-01-01"} for i in range(ALLOC)]
+    return sum(len(r["key"]) for r in rows)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

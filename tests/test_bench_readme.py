@@ -18,7 +18,8 @@ def machine(series: str | None, run: int, runs: int, load: float) -> dict[str, A
                          "commit": "abc1234", "uncommitted": []}
     if series:
         m |= {"series": series, "run": run, "runs": runs,
-              "command": "python -m bench e2e --rate 0 --runs 3", "cpu_loop_s": 0.42}
+              "command": "python -m bench e2e --rate 0 --runs 3", "cpu_loop_s": 0.42,
+              "cpu_alloc_s": 0.3}
     return m
 
 
@@ -70,7 +71,7 @@ def test_the_block_shows_the_median_and_range_of_the_newest_series(tmp_path: Pat
     assert "stale figures" not in text
     median = f"{statistics.median(newest):,.0f}"
     assert f"{median} ({min(newest):,}–{max(newest):,}) records/s" in text
-    assert "3 runs, CPU loop 0.42 s, load 2.50 → 5.50" in text
+    assert "3 runs, CPU loop 0.42 s, alloc 0.30 s, load 2.50 → 5.50" in text
     assert "`python -m bench e2e --rate 0 --runs 3`" in text
     assert "9,000" not in text  # an older series is not mixed in
 
