@@ -116,15 +116,15 @@ async def test_a_gone_consumer_holding_nothing_leaves_the_group(ctx: Context) ->
 
 async def test_supervisor_restarts_a_dead_process_in_its_slot() -> None:
     start = partial(asyncio.create_subprocess_exec, sys.executable, "-c",
-                    "import time; time.sleep(600)")
-    supervisor = Supervisor([Slot("sleeper.1", start)], backoff_start_s=0.01)
+                    "import signal; signal.pause()")  # runs until a signal
+    supervisor = Supervisor([Slot("waiter.1", start)], backoff_start_s=0.01)
     await supervisor.start()
-    first = supervisor.pids()["sleeper.1"]
+    first = supervisor.pids()["waiter.1"]
     with structlog.testing.capture_logs() as logs:
         os.kill(first, signal.SIGKILL)
 
         async def restarted() -> bool:
-            return supervisor.pids().get("sleeper.1") not in (None, first)
+            return supervisor.pids().get("waiter.1") not in (None, first)
 
         try:
             await eventually(restarted)
@@ -132,13 +132,14 @@ async def test_supervisor_restarts_a_dead_process_in_its_slot() -> None:
             codes = await supervisor.stop(grace_s=10)
     assert supervisor.slots[0].exits == [-signal.SIGKILL]
     assert supervisor.restarts == 1 and codes == [-signal.SIGTERM]
-    assert [e["slot"] for e in logs if e["event"] == "process_restarted"] == ["sleeper.1"]
+    assert [e["slot"] for e in logs if e["event"] == "process_restarted"] == ["waiter.1"]
 
 
-STUBBORN = ("import signal, sys, time\n"
+STUBBORN = ("import signal\n"
             "signal.signal(signal.SIGTERM, lambda *_: print('term', flush=True))\n"
             "print('ready', flush=True)\n"
-            "time.sleep(600)\n")
+            "while True:\n"
+            "    signal.pause()\n")
 """A process that says when it is up and when it got SIGTERM, and does not stop for it."""
 
 
