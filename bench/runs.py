@@ -60,8 +60,8 @@ def interleave(parts: dict[str, Callable[[], dict[str, Any]]], runs: int,
             (folder / f"{series}-{run}.json").write_text(json.dumps(result, indent=1))
             print(f"run {run}/{runs} " + report.summary_line(name, result), flush=True)
             done[name].append(result)
-    for name, results_ in done.items():
-        (results / f"{name}.json").write_text(json.dumps(median_run(results_), indent=1))
+    for name, series_runs in done.items():
+        (results / f"{name}.json").write_text(json.dumps(median_run(series_runs), indent=1))
     return done
 
 

@@ -75,10 +75,9 @@ def rule_of(message: str) -> str:
     return "validation"
 
 
-def entry_order(bronze_id: str) -> str | None:
-    """A stream position ``ms-seq:index`` as text that sorts in arrival order; ``None`` when
-    ``bronze_id`` is not that, in decimal digits (Silver refuses such an item)."""
-    entry, _, index = bronze_id.partition(":")
+def entry_order(entry: str, index: str) -> str | None:
+    """A stream position ``ms-seq`` and index (a ``bronze_id`` ``ms-seq:index``) as text that
+    sorts in arrival order; ``None`` when they are not decimal (Silver refuses the item)."""
     ordered = _entry_order(entry)
     if ordered is None or not (0 < len(index) <= 9 and index.isdecimal()):
         return None
@@ -121,7 +120,7 @@ class SilverProcessor:
         applied: list[tuple[str, str, str, int]] = []
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
-        latencies: collections.Counter[str] = collections.Counter()  # records per ingest ms
+        latencies: collections.Counter[str] = collections.Counter()  # records per ingest entry
         suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         for item in items:
             message = item.message
@@ -143,12 +142,13 @@ class SilverProcessor:
             if suspect and holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue
-            entry = entry_order(message.bronze_id)
+            ingest, _, index = message.bronze_id.partition(":")
+            entry = entry_order(ingest, index)
             if entry is None:
                 out.rejected.append((item, f"bronze_id {message.bronze_id[:64]!r} is not "
                                            "<ms>-<seq>:<index>"))
                 continue
-            latencies[message.bronze_id.partition("-")[0]] += 1
+            latencies[ingest] += 1
             try:
                 row = self._row(table, message, entry)
             except Rejected as exc:
@@ -176,8 +176,8 @@ class SilverProcessor:
         out.processed, out.quarantined = len(applied), len(held)
         if self.observe_latency is not None:
             now = self.clock()
-            for ingest_ms, records in latencies.items():
-                self.observe_latency(now - int(ingest_ms) / 1000, records)
+            for ingest, records in latencies.items():
+                self.observe_latency(now - int(ingest.partition("-")[0]) / 1000, records)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
 
