@@ -133,7 +133,7 @@ def migrate(config_dir: Path | None, keep_running: bool, dry_run: bool, drop: bo
                 plan = ctx.plan
                 async with ctx.pool.acquire() as conn:
                     return await migrate_schema(conn, plan.schema, plan.shapes(),
-                                                plan.gold.views, drop=drop, dry_run=dry_run,
+                                                plan.views(), drop=drop, dry_run=dry_run,
                                                 strict=False)
             finally:
                 await ctx.close()

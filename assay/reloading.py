@@ -89,7 +89,7 @@ class ReloadingProcessor:
             raise Refused("divisions added or removed; restart the layers to read their"
                           " streams")
         async with self.ctx.pool.acquire() as conn:
-            needed = await migrate(conn, plan.schema, plan.shapes(), plan.gold.views,
+            needed = await migrate(conn, plan.schema, plan.shapes(), plan.views(),
                                    dry_run=True, strict=False)
         if needed.pending:
             raise Refused("the database does not match the config ("

@@ -89,7 +89,7 @@ class Context:
         changed. A change that could lose data raises ``MigrationError``, changing nothing."""
         async with self.pool.acquire() as conn:
             done = await migrate(conn, self.plan.schema, self.plan.shapes(),
-                                 self.plan.gold.views)
+                                 self.plan.views())
         if done.pending or done.views:
             log.info("schema_migrated", schema=self.plan.schema, changes=len(done.pending),
                      views=len(done.views))

@@ -5,7 +5,7 @@ One harness (``Run``) serves two measurements on the demo's ``erp_order_line`` t
 
 * ``throughput``: the producer sends as fast as it can (with the Producer API's
   backpressure) for warm-up + ``seconds``; Silver's committed rows are counted in the
-  accounting ledger ``_rows`` every second. The sustained rate is the rows committed
+  accounting ledger every second. The sustained rate is the rows committed
   during the ``seconds`` after warm-up, divided by those seconds.
 * ``latency``: the producer sends at a fixed rate, one chunk every 20 ms, and notes
   when each chunk's XADD returned; the ledger is polled every 20 ms for new rows, so
@@ -330,7 +330,7 @@ class Ledger:
 
     def __init__(self, box: Sandbox, window_rows: int) -> None:
         self.pool = box.pool
-        self.rows = qualified(box.schema, "_rows")
+        self.rows = qualified(box.schema, "_row_ranges")
         self.divisions = box.divisions
         self.window_rows = window_rows
         self.closed_windows = 0
@@ -341,7 +341,8 @@ class Ledger:
     async def count(self) -> int:
         """Every row committed so far; complete windows are counted once, then remembered."""
         counts = await self.pool.fetch(
-            f'SELECT "window", count(*) AS n FROM {self.rows} WHERE division = ANY($1::text[])'
+            f'SELECT "window", sum(last_row - first_row + 1)::bigint AS n FROM {self.rows}'
+            ' WHERE division = ANY($1::text[])'
             ' AND "window" >= $2 AND table_name = $3 GROUP BY "window" ORDER BY "window"',
             self.divisions, f"w{self.closed_windows:04d}", TABLE)
         full = self.window_rows * len(self.divisions)
@@ -358,12 +359,14 @@ class Ledger:
         """Note the time each row of ``window`` is first seen (an upper bound of its commit)."""
         now = time.time()
         found = await self.pool.fetch(
-            'SELECT r.division, r."row" FROM unnest($1::text[], $2::bigint[]) AS w(d, low)'
-            f' JOIN {self.rows} r ON r.division = w.d AND r."window" = $3'
-            ' AND r.table_name = $4 AND r."row" > w.low',
+            'SELECT r.division, r.first_row, r.last_row FROM unnest($1::text[], $2::bigint[])'
+            f' AS w(d, low) JOIN {self.rows} r ON r.division = w.d AND r."window" = $3'
+            ' AND r.table_name = $4 AND r.last_row > w.low',
             list(self.low), list(self.low.values()), window, TABLE)
         for record in found:
-            self.seen.setdefault((record["division"], record["row"]), now)
+            low = self.low[record["division"]]
+            for row in range(max(record["first_row"], low + 1), record["last_row"] + 1):
+                self.seen.setdefault((record["division"], row), now)
         for division in self.low:
             while (division, self.low[division] + 1) in self.seen:
                 self.low[division] += 1

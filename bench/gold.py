@@ -793,7 +793,7 @@ async def main(redis_url: str, database_url: str, args: argparse.Namespace) -> N
             if args.reuse and not await conn.fetchval(
                     "SELECT to_regnamespace($1) IS NOT NULL", tag):
                 raise SystemExit(f"no schema {tag} to reuse")
-            await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+            await migrate(conn, plan.schema, plan.shapes(), plan.views())
             settings = dict(await conn.fetch(
                 "SELECT name, current_setting(name) FROM pg_settings WHERE name IN"
                 " ('server_version', 'shared_buffers', 'work_mem', 'autovacuum')"))

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from assay.db import accounting
 from assay.runner import open_context
 from assay.services.ports import free_port
 from assay.streams.keys import Keys
@@ -145,9 +146,8 @@ async def one_path(redis_url: str, database_url: str, path: str, rows: int,
                     send = _json if path == "http-json" else _ndjson
                     await asyncio.gather(*(send(http, d, w) for d, w in windows.items()))
             sent_s = time.time() - started
-            ledger = f'"{box.schema}"._rows'
             deadline = time.monotonic() + 600
-            while await box.pool.fetchval(f"SELECT count(*) FROM {ledger}") < total:
+            while sum((await accounting.outcomes(box.pool, box.schema)).values()) < total:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{path}: Silver did not take every row")
                 await asyncio.sleep(0.05)

@@ -1,15 +1,15 @@
-"""What the accounting ledger ``_rows`` costs per record, and what writing it as ranges would.
+"""What the accounting ledger costs per record: as runs of row numbers, and as it was.
 
-Silver writes one ledger row per record it commits (``db.accounting.record``). This measures,
-on a sandbox schema of the real ``_rows`` shape, the CPU a batch of consecutive row numbers
-costs per record — in this process (encoding) and in its PostgreSQL backend (insert, index,
-WAL, commit), from /proc, so the figure hardly depends on the machine's load — three ways:
+Silver records the outcome of every record it commits (``db.accounting.record``). The
+ledger is stored as runs of consecutive row numbers (``_row_ranges``); until 2026-12-05 it
+was one row per record in a table ``_rows``. This measures, on a sandbox schema, the CPU a
+batch of consecutive row numbers costs per record — in this process (encoding) and in its
+PostgreSQL backend (lock, insert, index, WAL, commit), from /proc, so the figure hardly
+depends on the machine's load — two ways:
 
-* ``rows, strings per record``: one ledger row per record with division, window and table
-  sent as three strings per record (``accounting.record`` before it grouped them);
-* ``rows``: ``accounting.record`` as Silver calls it (the strings once per batch);
-* ``ranges``: one row per run of consecutive row numbers in a table keyed like ``_rows``
-  plus a ``last_row`` (what a range ledger would write; readers not included).
+* ``rows``: the old ledger, one row per record (the strings once per batch, plain insert
+  and the upsert behind it as the old ``accounting.record`` wrote it);
+* ``ranges``: ``accounting.record`` as Silver calls it.
 
 Each write is its own transaction that also holds nothing else, so the figures are the
 ledger's share of a Silver batch, not a Silver batch.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import time
 import uuid
@@ -39,37 +38,22 @@ Write = Callable[[asyncpg.Connection, str, Batch], Awaitable[None]]
 
 
 async def rows(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
-    await accounting.record(conn, schema, "silver", accounting.APPLIED, batch)
-
-
-async def strings(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
-    divisions, windows, tables, numbers = (list(x) for x in zip(*batch, strict=True))
+    """The old ledger's write: one row per record, each group's strings sent once."""
+    groups: dict[tuple[str, str, str], int] = {}
+    indexes = [groups.setdefault(row[:3], len(groups) + 1) for row in batch]
+    divisions, windows, tables = (list(x) for x in zip(*groups, strict=True))
     await conn.execute(
-        f"INSERT INTO {qualified(schema, '_rows')} AS r (division, \"window\", table_name,"
-        ' "row", outcome, layer) SELECT d, w, t, n, $5, $6 FROM unnest($1::text[],'
-        " $2::text[], $3::text[], $4::bigint[]) AS u(d, w, t, n) ORDER BY d, w, t, n"
-        " ON CONFLICT (division, \"window\", table_name, \"row\") DO UPDATE"
-        " SET outcome = EXCLUDED.outcome, layer = EXCLUDED.layer"
-        " WHERE r.outcome = $7 AND EXCLUDED.outcome <> $7",
-        divisions, windows, tables, numbers, accounting.APPLIED, "silver",
-        accounting.QUARANTINED)
+        f"INSERT INTO {qualified(schema, 'old_rows')} AS r (division, \"window\", table_name,"
+        ' "row", outcome, layer) SELECT g.d, g.w, g.t, u.n, $6, $7'
+        " FROM unnest($1::int[], $2::bigint[]) AS u(i, n)"
+        " JOIN unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS g(d, w, t, i)"
+        " ON g.i = u.i ORDER BY g.d, g.w, g.t, u.n",
+        indexes, [row[3] for row in batch], divisions, windows, tables, accounting.APPLIED,
+        "silver")
 
 
 async def ranges(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
-    division, window, table, _ = batch[0]
-    numbers = [n for *_, n in batch]
-    firsts, lasts = [numbers[0]], []
-    for before, n in itertools.pairwise(numbers):
-        if n != before + 1:
-            lasts.append(before)
-            firsts.append(n)
-    lasts.append(numbers[-1])
-    await conn.execute(
-        f"INSERT INTO {qualified(schema, '_row_ranges')} (division, \"window\", table_name,"
-        ' first_row, last_row, outcome, layer) SELECT $1, $2, $3, f, l, $6, $7'
-        " FROM unnest($4::bigint[], $5::bigint[]) AS u(f, l)"
-        " ON CONFLICT (division, \"window\", table_name, first_row) DO NOTHING",
-        division, window, table, firsts, lasts, accounting.APPLIED, "silver")
+    await accounting.record(conn, schema, "silver", {accounting.APPLIED: batch})
 
 
 async def measure(pool: asyncpg.Pool, schema: str, write: Write, records: int, batch: int,
@@ -101,13 +85,13 @@ async def main() -> None:
         async with pool.acquire() as conn:
             await migrate(conn, schema, [accounting.SHAPE])
             await conn.execute(
-                f"CREATE TABLE {qualified(schema, '_row_ranges')} (division text NOT NULL,"
-                ' "window" text NOT NULL, table_name text NOT NULL, first_row bigint NOT NULL,'
-                " last_row bigint NOT NULL, outcome text NOT NULL, layer text,"
-                ' PRIMARY KEY (division, "window", table_name, first_row))')
+                f"CREATE TABLE {qualified(schema, 'old_rows')} (division text NOT NULL,"
+                ' "window" text NOT NULL, table_name text NOT NULL, "row" bigint NOT NULL,'
+                " outcome text NOT NULL, layer text,"
+                ' PRIMARY KEY (division, "window", table_name, "row"))')
         found = []
-        for i, (name, write) in enumerate((("rows, strings per record", strings),
-                                           ("rows", rows), ("ranges", ranges))):
+        for i, (name, write) in enumerate((("rows (until 2026-12-05)", rows),
+                                           ("ranges", ranges))):
             found.append((name, *await measure(pool, schema, write, args.records, args.batch,
                                                f"d{i}")))
     finally:

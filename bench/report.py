@@ -147,7 +147,7 @@ def markdown(results: Results, folder: Path) -> str:
              "(`python -m assay run LAYER`); a producer process sends `erp_order_line` rows "
              "(the demo's shape and validation rules; 1 in 100 breaks `OrderQty min 1` and is "
              "quarantined) round-robin to the config's divisions, on the same machine. "
-             "\"Silver committed\" is a row in the ledger `_rows` (applied or quarantined). "
+             "\"Silver committed\" is a record in the ledger `_rows` (applied or quarantined). "
              "`python -m bench` regenerates this file and `e2e.png`.", ""]
     runs = throughput_runs(results)
     lat = latency_runs(results)

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from assay.contracts.gold import Linkage
+from assay.db import accounting
 from assay.db.ident import qualified, quote
 
 
@@ -39,8 +40,7 @@ async def summary(pool: asyncpg.Pool, schema: str, records_in: int, dead_lettere
                   linkage: Linkage | None, windows_completed: int) -> dict[str, Any]:
     """Where every record went, linkage counts and completed windows; the dead letters
     (counted in Redis: ``assay.streams.dead.dead_letters``) are passed in."""
-    outcomes = dict(await pool.fetch(
-        f"SELECT outcome, count(*) FROM {qualified(schema, '_rows')} GROUP BY outcome"))
+    outcomes = await accounting.outcomes(pool, schema)
     linked = unmatched = 0
     if linkage is not None:
         link = quote(linkage.link_column)

@@ -55,7 +55,8 @@ class Change:
     """One difference between config and database, and what ``migrate`` does about it."""
 
     kind: str
-    """create, add, widen, keep, drop, refuse (columns or, with ``column`` None, tables)."""
+    """create, add, widen, keep, drop, refuse (columns or, with ``column`` None, tables);
+    move (table ``table`` into table ``new``)."""
     table: str
     column: str | None = None
     old: str | None = None
@@ -71,6 +72,8 @@ class Change:
                 return f"add column {name} {self.new}"
             case "widen":
                 return f"widen {name} {self.old} → {self.new}"
+            case "move":
+                return f"move table {name} into {self.new} (and drop {name})"
             case "keep":
                 what = "table " if self.column is None else ""
                 return f"keep {what}{name} (not in config; --drop removes it)"
@@ -116,6 +119,10 @@ class TableShape:
     statistics: Sequence[str] = field(default_factory=tuple)
     """Expressions to keep statistics of (``CREATE STATISTICS``), as ``(expression)`` SQL:
     what the planner needs to estimate an expression only a partial index holds."""
+    replaces: str | None = None
+    """An older table this one takes over from: where it is recorded, ``migrate`` moves its
+    rows in with ``moves`` (SQL with ``{old}`` and ``{new}``) and drops it."""
+    moves: str = ""
 
 
 def index_name(table: str, expression: str) -> str:
@@ -159,6 +166,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, shapes: Sequence[TableS
         for shape in shapes:
             plan.changes.extend(_diff(shape, recorded.get(shape.name, {}), drop))
         wanted = {shape.name for shape in shapes}
+        for shape in shapes:
+            if shape.replaces and shape.replaces in recorded:
+                plan.changes.append(Change("move", shape.replaces, new=shape.name))
+                wanted.add(shape.replaces)
         for table in sorted(recorded.keys() - wanted):
             plan.changes.append(Change("drop" if drop else "keep", table))
         if strict and plan.refused:
@@ -236,6 +247,11 @@ async def _apply(conn: asyncpg.Connection, schema: str, change: Change,
             await conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {change.new}"
                                f" USING {column}::{change.new}")
             await conn.execute(record, change.table, change.column, change.new)
+        case "move":
+            shape = next(s for s in shapes if s.name == change.new)
+            await conn.execute(shape.moves.format(old=table, new=qualified(schema, shape.name)))
+            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+            await conn.execute(f'DELETE FROM {columns} WHERE "table_name" = $1', change.table)
         case "drop" if change.column is None:
             await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             await conn.execute(f'DELETE FROM {columns} WHERE "table_name" = $1', change.table)

@@ -120,8 +120,8 @@ class BronzeProcessor:
             for table_name, by_key in rows.items():
                 await self.writers[table_name].land(conn, list(by_key.values()))
             await quarantine.add(conn, self.plan.schema, held, now)
-            await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
-                                    [(q.division, q.window, q.table, q.row) for q in held])
+            await accounting.record(conn, self.plan.schema, self.layer, {
+                accounting.QUARANTINED: [(q.division, q.window, q.table, q.row) for q in held]})
         out.processed, out.quarantined = len(landed), len(held)
         if landed:
             out.emits.append((channels.BRONZE, LandedBatch(items=list(landed.values()))))

@@ -87,6 +87,9 @@ class Plan:
         return [quarantine.SHAPE, accounting.SHAPE, *(t.bronze for t in tables),
                 *(t.silver for t in tables), *self.gold.shapes]
 
+    def views(self) -> list[View]:
+        return [accounting.view(self.schema), *self.gold.views]
+
 
 def build_plan(config: Config) -> Plan:
     """Compile every table; raise ConfigError naming file and path of each problem."""

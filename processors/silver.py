@@ -169,10 +169,9 @@ class SilverProcessor:
                 await self.writers[name].merge(conn, [v for _, v in rows.values()])
             await quarantine.add(conn, self.plan.schema, held, self.clock())
             await quarantine.release(conn, self.plan.schema, released, self.clock())
-            await accounting.record(conn, self.plan.schema, self.layer, accounting.APPLIED,
-                                    applied)
-            await accounting.record(conn, self.plan.schema, self.layer, accounting.QUARANTINED,
-                                    [(q.division, q.window, q.table, q.row) for q in held])
+            await accounting.record(conn, self.plan.schema, self.layer, {
+                accounting.APPLIED: applied,
+                accounting.QUARANTINED: [(q.division, q.window, q.table, q.row) for q in held]})
         out.processed, out.quarantined = len(applied), len(held)
         if self.observe_latency is not None:
             now = self.clock()

@@ -177,7 +177,7 @@ async def run_windows(database_url: str, plan: Plan, windows: list[dict[str, Any
 async def create(database_url: str, plan: Plan) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn, plan.schema, plan.shapes(), plan.gold.views)
+        await migrate(conn, plan.schema, plan.shapes(), plan.views())
     finally:
         await conn.close()
 
