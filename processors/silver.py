@@ -240,8 +240,9 @@ def _accounted(applied: Sequence[tuple[str, str, str, int]],
     """Outcomes per table and window; rows re-driven by ``assay replay`` go separately."""
     replayed = set(released)
     groups: dict[tuple[str, str, str, bool], tuple[list[int], list[int]]] = {}
-    for division, window, table, row in applied:
-        replay = (division, window, table, row) in replayed
+    for entry in applied:
+        division, window, table, row = entry
+        replay = bool(replayed) and entry in replayed
         groups.setdefault((division, table, window, replay), ([], []))[0].append(row)
     for q in held:
         groups.setdefault((q.division, q.table, q.window, q.replay), ([], []))[1].append(q.row)
