@@ -11,6 +11,7 @@ then the division's action (``hold`` or ``complete_partial``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 import structlog
 
@@ -24,6 +25,8 @@ from assay.streams.windows import Transition, WindowPolicy, WindowStore
 log = structlog.get_logger("assay.barrier")
 
 Clock = Callable[[], float]
+Chunk = tuple[Sequence[int], Item]
+"""Row numbers of one entry (in its order) and the entry."""
 
 
 def policies(config: Config) -> dict[str, WindowPolicy]:
@@ -48,7 +51,7 @@ class BarrierProcessor:
 
     async def process(self, items: Sequence[Item]) -> Output:
         now = self.clock()
-        groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]] = {}
+        groups: dict[tuple[str, str, str, str], list[Chunk]] = {}
         ends: list[tuple[TableEnd, Item]] = []
         out = Output()
         for item in items:
@@ -76,11 +79,11 @@ class BarrierProcessor:
                                 entry_id=message.entry_id, error=message.error)
                     continue
                 key = (message.division or "", message.window, message.table)
-                groups.setdefault((*key, "failed"), []).append((message.row, item))
+                groups.setdefault((*key, "failed"), []).append(([message.row], item))
             else:
                 out.rejected.append((item, f"unexpected {type(message).__name__} for barrier"))
-        for (division, window, table, kind), rows in groups.items():
-            await self._account(division, window, table, kind, rows, now, out)
+        for (division, window, table, kind), chunks in groups.items():
+            await self._account(division, window, table, kind, chunks, now, out)
         for end, item in ends:
             if end.rows > self.max_row:
                 out.rejected.append((item, f"rows {end.rows} above max_row={self.max_row}"))
@@ -103,35 +106,47 @@ class BarrierProcessor:
             return f"unknown division {division!r}"
         return None
 
-    def _group(self, groups: dict[tuple[str, str, str, str], list[tuple[int, Item]]],
+    def _group(self, groups: dict[tuple[str, str, str, str], list[Chunk]],
                key: tuple[str, str, str, str], rows: Sequence[int], item: Item,
                out: Output) -> None:
         """Rows of an accounted entry to account; a row number outside 1…``max_row`` goes
         alone to the dead letters."""
+        if not rows:
+            return
+        if min(rows) >= 1 and max(rows) <= self.max_row:
+            groups.setdefault(key, []).append((rows, item))
+            return
+        inside = []
         for row in rows:
             if 1 <= row <= self.max_row:
-                groups.setdefault(key, []).append((row, item))
+                inside.append(row)
             else:
                 out.rejected.append((_alone(item, row),
                                      f"row number {row} outside 1…{self.max_row}"))
+        if inside:
+            groups.setdefault(key, []).append((inside, item))
 
     async def _account(self, division: str, window: str, table: str, kind: str,
-                       rows: list[tuple[int, Item]], now: float, out: Output) -> None:
-        """Account rows in one update; when the update fails, split until the failing row is
-        alone (as the consumer loop splits batches) and dead-letter just that row."""
+                       chunks: list[Chunk], now: float, out: Output) -> None:
+        """Account the rows of entries in one update; when the update fails, split until the
+        failing row is alone (as the consumer loop splits batches) and dead-letter just that
+        row."""
+        rows = list(chain.from_iterable(n for n, _ in chunks)) if len(chunks) > 1 else (
+            chunks[0][0])
         try:
-            transition = await self.store.account(division, window, table, kind,
-                                                  [r for r, _ in rows], now,
+            transition = await self.store.account(division, window, table, kind, rows, now,
                                                   self.policies[division])
         except RecordError as exc:
             if len(rows) > 1:
                 log.warning("accounting_failed_splitting", division=division, window=window,
                             table=table, rows=len(rows), error=str(exc))
-                mid = len(rows) // 2
-                await self._account(division, window, table, kind, rows[:mid], now, out)
-                await self._account(division, window, table, kind, rows[mid:], now, out)
+                if len(chunks) == 1:  # one entry's rows: split them one by one
+                    chunks = [([row], chunks[0][1]) for row in rows]
+                mid = len(chunks) // 2
+                await self._account(division, window, table, kind, chunks[:mid], now, out)
+                await self._account(division, window, table, kind, chunks[mid:], now, out)
                 return
-            row, item = rows[0]
+            (row,), item = chunks[0][0], chunks[0][1]
             if isinstance(item.message, DeadLetter):  # in its one place already: say so only
                 self.unattributed += 1
                 log.error("dead_letter_not_accounted", stream=item.stream,
