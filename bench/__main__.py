@@ -99,7 +99,6 @@ def main() -> None:
                            "one regenerates README.md's figures)")
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
                                      parents=[runs])
-    parser.set_defaults(runs=3, results=RESULTS)
     parts = parser.add_subparsers(dest="part")
     p = parts.add_parser("e2e", help="throughput, ingest to Silver committed", parents=[runs])
     p.add_argument("--seconds", type=float, default=30.0)
@@ -158,6 +157,11 @@ def main() -> None:
     p.add_argument("--backlog", type=int, default=1_000)
     p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    # defaults set here, not on the shared options: set_defaults would change the option
+    # objects the subcommands share, and a subcommand's default would then override a
+    # value given before its name
+    args.runs = getattr(args, "runs", 3)
+    args.results = getattr(args, "results", RESULTS)
 
     if args.part == "produce":
         options = e2e.ProduceOptions(args.config, args.divisions.split(","), args.seconds,
