@@ -89,8 +89,7 @@ def peer(database_url: str, records: int, loads: int) -> dict[str, Any]:
         return result
 
 
-def main() -> None:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--runs", type=int, default=argparse.SUPPRESS,
                       help="runs of each part (default 3; the README shows their median)")
@@ -156,12 +155,18 @@ def main() -> None:
     p.add_argument("--window-rows", type=int, default=20_000)
     p.add_argument("--backlog", type=int, default=1_000)
     p.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # defaults set here, not on the shared options: set_defaults would change the option
     # objects the subcommands share, and a subcommand's default would then override a
     # value given before its name
     args.runs = getattr(args, "runs", 3)
     args.results = getattr(args, "results", RESULTS)
+    return args
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    args = parse()
 
     if args.part == "produce":
         options = e2e.ProduceOptions(args.config, args.divisions.split(","), args.seconds,

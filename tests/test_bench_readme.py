@@ -164,3 +164,15 @@ def test_the_gold_curve_row_shows_each_sizes_median_and_range_and_the_ratio_of_m
     assert "1.32× of the medians" in line
     assert "3 windows per size, median (min–max), load 1.50 → 2.50" in line
     assert "commit abc1234" in line and "`python -m bench.gold --lines 1000000 16000000`" in line
+
+
+def test_run_options_count_before_and_after_the_parts_name(tmp_path: Path) -> None:
+    from bench.__main__ import RESULTS, parse
+
+    before = parse(["--runs", "1", "--results", str(tmp_path), "e2e", "--rate", "0"])
+    after = parse(["e2e", "--runs", "2"])
+    default = parse(["peer"])
+
+    assert (before.runs, before.results) == (1, tmp_path)
+    assert (after.runs, after.results) == (2, RESULTS)
+    assert (default.runs, default.results) == (3, RESULTS)
