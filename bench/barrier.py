@@ -19,8 +19,6 @@ import asyncio
 import os
 import time
 import uuid
-from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,13 +29,10 @@ from assay.streams import keys as channels
 from assay.streams.codec import Item
 from assay.streams.keys import Keys
 from assay.streams.windows import WindowStore
+from bench.e2e import redis_cpu_seconds
+from bench.runs import ROOT
 
-CONFIG = Path(__file__).resolve().parent.parent / "config"
 ENTRY, PER_BATCH = 2_000, 5
-
-
-def redis_cpu(info: dict[str, Any]) -> float:
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def batches(rows: int, stream: str, division: str, table: str) -> list[list[Item]]:
@@ -59,7 +54,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=400_000)
     args = parser.parse_args()
-    config = load_config(CONFIG)
+    config = load_config(ROOT / "config")
     client = aioredis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     keys = Keys(prefix=f"bench-barrier-{uuid.uuid4().hex[:8]}")
     division = next(iter(config.divisions))
@@ -69,18 +64,17 @@ async def main() -> None:
     load = os.getloadavg()
     try:
         await barrier.process(work[0])  # scripts loaded, connection open
-        theirs, ours = redis_cpu(await client.info("cpu")), time.process_time()
+        theirs, ours = await redis_cpu_seconds(client), time.process_time()
         for items in work[1:]:
             out = await barrier.process(items)
             assert not out.rejected, out.rejected[:1]
         ours = time.process_time() - ours
-        theirs = redis_cpu(await client.info("cpu")) - theirs
+        theirs = await redis_cpu_seconds(client) - theirs
     finally:
         async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
             await client.delete(key)
         await client.aclose()
-    rows = sum(len(i.message.applied) + len(i.message.quarantined)  # type: ignore[union-attr]
-               for items in work[1:] for i in items)
+    rows = (len(work) - 1) * PER_BATCH * ENTRY
     print(f"{rows:,} rows in entries of {ENTRY:,}, load {load[0]:.2f} → "
           f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
     print("| barrier | process µs/row | Redis µs/row | together |")
