@@ -5,9 +5,10 @@ Feeds ``BarrierProcessor.process`` batches of five accounted entries of 2,000 ro
 reads the CPU of this process and of the Redis server (``INFO cpu``) around the run, so
 the figure hardly depends on the machine's load. Rows travel to the window script as runs
 of consecutive numbers; until 2026-12-06 they went one argument per row, set bit by bit.
-Three runs each, median (min–max), µs per row, on one 2-core machine: one argument per row
-(0bde472) 1.14 (1.06–1.80) in the process + 1.49 (1.26–1.51) in Redis; as runs 0.16
-(0.15–0.16) + 0.13 (0.12–0.13).
+Median (min–max), µs per row, on one 2-core machine on 2026-12-06: one argument per row
+(0bde472, 3 runs) 1.14 (1.06–1.80) in the process + 1.49 (1.26–1.51) in Redis, together
+2.65 (2.33–3.29); as runs (11 runs through the day) 0.18 (0.15–0.27) + 0.17 (0.12–0.21),
+together 0.36 (0.28–0.48).
 
     python -m bench.barrier [--rows 400000]
 """
