@@ -10,6 +10,7 @@ import asyncpg
 import structlog
 
 from assay.contracts.errors import TransientError
+from assay.db.codecs import set_codecs
 
 log = structlog.get_logger("assay.db")
 
@@ -47,7 +48,7 @@ async def connect(
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=max_size, command_timeout=300,
-                server_settings={"application_name": application_name},
+                server_settings={"application_name": application_name}, init=set_codecs,
             )
             return pool
         except TRANSIENT_PG as exc:
