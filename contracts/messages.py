@@ -84,8 +84,8 @@ class Landed(Message, tag="landed", frozen=True):
     derived: dict[str, str | None]
     bronze_id: Annotated[str, msgspec.Meta(max_length=64)]
     """Where Bronze read it: ``<ingest entry id>:<index in the entry>``. Silver checks its
-    form where it reads it (``processors.silver.entry_order``; a regular expression here cost
-    a microsecond per record)."""
+    form where it reads it, as it builds ``_entry`` (``processors.silver``; a regular
+    expression here cost a microsecond per record)."""
 
 
 class LandedBatch(Message, tag="landed_batch", frozen=True):

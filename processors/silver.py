@@ -75,23 +75,32 @@ def rule_of(message: str) -> str:
     return "validation"
 
 
-def entry_order(entry: str, index: str) -> str | None:
-    """A stream position ``ms-seq`` and index (a ``bronze_id`` ``ms-seq:index``) as text that
-    sorts in arrival order; ``None`` when they are not decimal (Silver refuses the item)."""
-    ordered = _entry_order(entry)
-    if ordered is None or not (0 < len(index) <= 9 and index.isdecimal()):
-        return None
-    return f"{ordered}-{int(index):06d}"
-
-
 @functools.lru_cache(maxsize=256)
-def _entry_order(entry: str) -> str | None:
-    """The entry part, the same for every record of one Bronze entry."""
+def entry_order(entry: str) -> str | None:
+    """A stream position ``ms-seq`` as text that sorts in arrival order (``None`` when it is
+    not decimal: Silver refuses the item); a record's ``_entry`` adds its index in the
+    entry (``bronze_id`` is ``<ms>-<seq>:<index>``), the same for every record of one entry."""
     ms, dash, seq = entry.partition("-")
     if not (dash and 0 < len(ms) <= 20 and 0 < len(seq) <= 20 and ms.isdecimal()
             and seq.isdecimal()):
         return None
     return f"{int(ms):015d}-{int(seq):06d}"
+
+
+class Lane:
+    """What Silver looks up once per table instead of once per record."""
+
+    __slots__ = ("columns", "key", "sequence", "table", "values")
+
+    def __init__(self, table: TablePlan, writer: SilverWriter) -> None:
+        self.table = table
+        self.sequence = table.config.sequence
+        """Rows rank by it (then by arrival); the newer version of a key wins."""
+        self.columns = writer.columns
+        self.values = operator.itemgetter(*writer.columns)
+        """A row's values in the writer's column order (every column is in an upsert's row)."""
+        self.key = operator.itemgetter(*writer.key)
+        """A row's key: one version of each key is kept per batch."""
 
 
 class SilverProcessor:
@@ -111,8 +120,7 @@ class SilverProcessor:
             name: SilverWriter(plan.schema, t.silver, t.config.sequence)
             for name, t in plan.tables.items()
         }
-        self.key_of = {name: operator.itemgetter(*w.key) for name, w in self.writers.items()}
-        """Per table, a row's key: one version of each key is kept per batch."""
+        self.lanes = {name: Lane(t, self.writers[name]) for name, t in plan.tables.items()}
 
     async def process(self, items: Sequence[Item]) -> Output:
         out = Output()
@@ -122,6 +130,8 @@ class SilverProcessor:
         held: list[quarantine.Quarantined] = []
         latencies: collections.Counter[str] = collections.Counter()  # records per ingest entry
         suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
+        checked = ("", "")  # the last (stream, division) found to match
+        ordered = ("", "")  # the last ingest entry id and its sortable form
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
@@ -131,33 +141,44 @@ class SilverProcessor:
                 out.rejected.append((item, f"unexpected {type(message).__name__} for Silver"))
                 continue
             record = message.record
-            table = self.plan.tables.get(record.table)
-            if table is None:
+            lane = self.lanes.get(record.table)
+            if lane is None:
                 out.rejected.append((item, f"unknown table {record.table!r}"))
                 continue
-            if f"{{{record.division}}}" not in item.stream:
-                out.rejected.append((item, f"record of division {record.division!r} on "
-                                           "another division's stream"))
-                continue
+            if (item.stream, record.division) != checked:
+                if f"{{{record.division}}}" not in item.stream:
+                    out.rejected.append((item, f"record of division {record.division!r} on "
+                                               "another division's stream"))
+                    continue
+                checked = (item.stream, record.division)
             if suspect and holds_nul(record, message.derived):
                 out.rejected.append((item, NUL))
                 continue
             ingest, _, index = message.bronze_id.partition(":")
-            entry = entry_order(ingest, index)
-            if entry is None:
+            if ingest != ordered[0]:
+                ordered = (ingest, entry_order(ingest) or "")
+            if not (ordered[1] and 0 < len(index) <= 9 and index.isdecimal()):
                 out.rejected.append((item, f"bronze_id {message.bronze_id[:64]!r} is not "
                                            "<ms>-<seq>:<index>"))
                 continue
+            entry = f"{ordered[1]}-{int(index):06d}"
             latencies[ingest] += 1
             try:
-                row = self._row(table, message, entry)
+                row = self._row(lane.table, message, entry)
             except Rejected as exc:
-                held.append(self._quarantined(table, message, exc))
+                held.append(self._quarantined(lane.table, message, exc))
                 continue
-            key = self.key_of[record.table](row)
-            rank = self._rank(table, row)
-            values = tuple(map(row.get, self.writers[record.table].columns))
+            if lane.sequence is None:
+                rank: tuple[Any, ...] = (entry,)
+            else:
+                value = row.get(lane.sequence)
+                rank = (value is not None, value if value is not None else 0, entry)
+            try:
+                values = lane.values(row)
+            except KeyError:  # a delete keeps its key and sequence only
+                values = tuple(map(row.get, lane.columns))
             versions = winners.setdefault(record.table, {})
+            key = lane.key(row)
             best = versions.get(key)
             if best is None or rank > best[0]:
                 versions[key] = (rank, values)
@@ -208,14 +229,6 @@ class SilverProcessor:
         row["_entry"] = entry
         row["_deleted"] = record.op == "delete"
         return row
-
-    @staticmethod
-    def _rank(table: TablePlan, row: dict[str, Any]) -> tuple[Any, ...]:
-        sequence = table.config.sequence
-        if sequence is None:
-            return (row["_entry"],)
-        value = row.get(sequence)
-        return (value is not None, value if value is not None else 0, row["_entry"])
 
     def _quarantined(self, table: TablePlan, landed: Landed, exc: Rejected
                      ) -> quarantine.Quarantined:
