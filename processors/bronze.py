@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Callable, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -36,6 +37,15 @@ from assay.streams.codec import Item
 from assay.streams.consumer import Output
 
 Clock = Callable[[], float]
+
+TEXT_TYPES = frozenset({str, type(None)})
+
+
+def tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` in a mapping that holds them all, as a tuple (C speed)."""
+    if len(names) < 2:  # itemgetter gives a lone value bare (and needs one name at least)
+        return lambda mapping: tuple(mapping[name] for name in names)
+    return operator.itemgetter(*names)
 
 
 def as_text(value: Scalar) -> str | None:
@@ -71,7 +81,8 @@ class BronzeProcessor:
         self.clock = clock
         self.writers = {n: BronzeWriter(plan.schema, t.bronze) for n, t in plan.tables.items()}
         self.layouts = {
-            n: (list(t.config.columns), list(t.formulas.output_types), set(t.config.columns))
+            n: (list(t.config.columns), list(t.formulas.output_types), set(t.config.columns),
+                tuple_getter([*t.config.columns, *t.formulas.output_types]))
             for n, t in plan.tables.items()
         }
         self.max_payload = plan.config.pipeline.max_payload_bytes
@@ -100,8 +111,11 @@ class BronzeProcessor:
             if problem:
                 out.rejected.append((item, problem))
                 continue
-            raw = {k: v if v.__class__ is str or v is None else as_text(v)
-                   for k, v in message.payload.items()}
+            payload = message.payload  # as text: CSV producers send nothing else
+            raw = (cast(dict[str, str | None], payload)
+                   if TEXT_TYPES.issuperset(map(type, payload.values()))
+                   else {k: v if v.__class__ is str or v is None else as_text(v)
+                         for k, v in payload.items()})
             table = self.plan.tables[message.table]
             try:
                 derived = table.formulas.apply(raw) if table.formulas.output_types else {}
@@ -148,11 +162,13 @@ class BronzeProcessor:
     def _row(self, record: Record, raw: dict[str, str | None], derived: dict[str, Any],
              entry_id: str, received: dt.datetime) -> tuple[Any, ...]:
         """Values in the order of ``bronze_shape``: metadata, raw columns, formula outputs."""
-        raw_columns, outputs, known = self.layouts[record.table]
+        raw_columns, outputs, known, values = self.layouts[record.table]
+        meta = (record.division, record.window, record.row, record.op,
+                None if record.seq is None else str(record.seq), entry_id, received)
+        if raw.keys() == known and not outputs:  # every column, nothing unknown: the usual row
+            return (*meta, None, *values(raw))
         extra = None if raw.keys() <= known else {k: raw[k] for k in raw.keys() - known}
-        return (record.division, record.window, record.row, record.op,
-                None if record.seq is None else str(record.seq), entry_id, received,
-                msgspec.json.encode(extra).decode() if extra else None,
+        return (*meta, msgspec.json.encode(extra).decode() if extra else None,
                 *map(raw.get, raw_columns), *map(derived.get, outputs))
 
     def _quarantined(self, record: Record, exc: FormulaError) -> quarantine.Quarantined:

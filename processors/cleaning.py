@@ -39,7 +39,7 @@ class RowCleaner:
             coerce = coercer(column_type, table)
             if coerce is not None:
                 namespace[f"coerce_{i}"] = coerce
-            lines += _column(i, rule, coerce is not None)
+            lines += _column(i, rule, coerce is not None, column_type == "integer")
         lines.append("    return {" + ", ".join(f"key_{i}: value_{i}"
                                                  for i in range(len(types))) + "}")
         self.source = "\n".join(lines) + "\n"
@@ -50,7 +50,7 @@ class RowCleaner:
         return self.clean(values)
 
 
-def _column(i: int, rule: Normalise, coerced: bool) -> list[str]:
+def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False) -> list[str]:
     """The statements that leave column ``i``'s clean, typed value in ``value_i``."""
     lines = [f"    value = get(key_{i})",
              "    if value is None:",
@@ -68,7 +68,19 @@ def _column(i: int, rule: Normalise, coerced: bool) -> list[str]:
         lines.append("        value = value.lower()")
     if rule.empty_to_null:
         lines += ["        if not value:", f"            value = default_{i}"]
-    if coerced:
+    if integer:  # normalise._integer's first step inline (a call less per value)
+        lines += ["    if value is not None:",
+                  "        try:",
+                  "            if len(value) <= 18:",
+                  "                try:",
+                  "                    value = int(value)",
+                  "                except ValueError:",
+                  f"                    value = coerce_{i}(value)",
+                  "            else:",
+                  f"                value = coerce_{i}(value)",
+                  "        except ERRORS as exc:",
+                  f"            raise CoercionError(key_{i}, value, type_{i}) from exc"]
+    elif coerced:
         lines += ["    if value is not None:",
                   "        try:",
                   f"            value = coerce_{i}(value)",

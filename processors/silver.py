@@ -87,6 +87,10 @@ def entry_order(entry: str) -> str | None:
     return f"{int(ms):015d}-{int(seq):06d}"
 
 
+_SUFFIXES: dict[str, str] = {}
+"""A ``bronze_id``'s index as it ends ``_entry`` (``-000042``): indexes repeat in every entry."""
+
+
 class Lane:
     """What Silver looks up once per table instead of once per record."""
 
@@ -161,7 +165,12 @@ class SilverProcessor:
                 out.rejected.append((item, f"bronze_id {message.bronze_id[:64]!r} is not "
                                            "<ms>-<seq>:<index>"))
                 continue
-            entry = f"{ordered[1]}-{int(index):06d}"
+            suffix = _SUFFIXES.get(index)
+            if suffix is None:
+                suffix = f"-{int(index):06d}"
+                if len(_SUFFIXES) < 100_000:
+                    _SUFFIXES[index] = suffix
+            entry = ordered[1] + suffix
             latencies[ingest] += 1
             try:
                 row = self._row(lane.table, message, entry)
@@ -215,14 +224,15 @@ class SilverProcessor:
             row = {c: row[c] for c in (*table.config.key, *_seq(table)) if c in row}
         elif table.validator is not None:
             # Cerberus sees the fields its rules name; the other columns pass through.
-            result = table.validator.validate({f: row.get(f) for f in table.config.validation})
+            fields = table.config.validation
+            result = table.validator.validate(dict(zip(fields, map(row.get, fields), strict=True)))
             if not result.ok:
                 field, message = first_error(result.errors)
                 raise Rejected(rule_of(message), field, message)
             row.update(result.document or {})
-        missing = [c for c in table.config.key if row.get(c) is None]
-        if missing:
-            raise Rejected("required", missing[0], f"key field {missing[0]!r} is empty")
+        for column in table.config.key:
+            if row.get(column) is None:
+                raise Rejected("required", column, f"key field {column!r} is empty")
         row["_division"] = record.division
         row["_window"] = record.window
         row["_row"] = record.row

@@ -108,11 +108,18 @@ def verdict(coerce: Any, text: str) -> Any:
     return (type(value), str(value))
 
 
+ONE_COLUMN = {kind: TableConfig(columns={"n": kind}, key=["n"]) for kind in ("integer", "number")}
+CLEANERS = {kind: (RowCleaner(config, {}), ReferenceCleaner(config, {}))
+            for kind, config in ONE_COLUMN.items()}
+
+
 @settings(max_examples=1000, deadline=None, database=None)
 @given(numbers)
 def test_number_and_integer_fast_paths_give_the_checked_verdicts(text: str) -> None:
     assert verdict(_number, text) == verdict(number_checked, text)
     assert verdict(_integer, text) == verdict(integer_checked, text)
+    for compiled, reference in CLEANERS.values():  # as the compiled cleaner inlines them
+        assert outcome(compiled, {"n": text}) == outcome(reference, {"n": text})
 
 
 names = st.text(alphabet="ab\x00\\u0", min_size=1, max_size=6)
