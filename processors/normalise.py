@@ -263,9 +263,25 @@ def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -
 
 
 def may_hold_nul(messages: Sequence[Record | Landed]) -> bool:
-    """Whether a text of a batch's records (or landed items) may hold NUL: one JSON scan of
-    the whole batch. ``False`` is exact; on ``True``, ``holds_nul`` tells which does."""
+    """Whether a text of a batch's records (or landed items) may hold NUL. ``False`` is
+    exact; on ``True``, ``holds_nul`` tells which does.
+
+    First the texts alone as MessagePack, which writes a string's bytes as they are (NUL is
+    the byte 0x00): no 0x00 anywhere, no NUL (0.15-0.2 µs per record). Numbers and lengths
+    can hold 0x00 bytes too (a payload of integers, a text of 256 characters), so a 0x00 sends
+    the batch to the JSON scan of every message, where NUL is always ``\\u0000`` (0.5 µs)."""
+    records: list[Record] = [m.record if isinstance(m, Landed) else m for m in messages]
+    texts: list[Any] = [r.payload for r in records]
+    texts += [m.derived for m in messages if isinstance(m, Landed) and m.derived]
+    texts += [s for r in records if (s := r.seq).__class__ is str]
+    texts += {(r.division, r.window, r.table) for r in records}
+    try:
+        if b"\x00" not in _msgpack(texts):
+            return False
+    except OverflowError:  # an integer MessagePack cannot carry (a record made in Python)
+        pass
     return b"\\u0000" in _json(messages)
 
 
 _json = msgspec.json.encode
+_msgpack = msgspec.msgpack.encode

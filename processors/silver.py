@@ -224,8 +224,7 @@ class SilverProcessor:
             row = {c: row[c] for c in (*table.config.key, *_seq(table)) if c in row}
         elif table.validator is not None:
             # Cerberus sees the fields its rules name; the other columns pass through.
-            fields = table.config.validation
-            result = table.validator.validate(dict(zip(fields, map(row.get, fields), strict=True)))
+            result = table.validator.validate({f: row.get(f) for f in table.config.validation})
             if not result.ok:
                 field, message = first_error(result.errors)
                 raise Rejected(rule_of(message), field, message)

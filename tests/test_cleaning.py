@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import BIGINT, Record
+from assay.contracts.messages import BIGINT, Landed, Record
 from assay.processors.cleaning import RowCleaner
 from assay.processors.normalise import (
     NUMERIC_DIGITS,
@@ -139,3 +139,13 @@ def test_the_batch_nul_scan_misses_no_record_that_holds_nul(batch: list[Record])
     holding = [r for r in batch if any("\x00" in t for t in texts(r))]
     assert [r for r in batch if holds_nul(r)] == holding
     assert may_hold_nul(batch) or not holding
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.tuples(records, st.dictionaries(names, st.one_of(st.none(), names),
+                                                   max_size=2)), max_size=5))
+def test_the_scan_misses_no_landed_item_that_holds_nul(
+        batch: list[tuple[Record, dict[str, str | None]]]) -> None:
+    items = [Landed(record=r, derived=d, bronze_id="1-0:0") for r, d in batch]
+    holding = [x for x in items if holds_nul(x.record, x.derived)]
+    assert may_hold_nul(items) or not holding
