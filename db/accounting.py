@@ -73,14 +73,23 @@ def runs(numbers: Iterable[int], outcome: str) -> list[Run]:
     return found
 
 
-def plan_runs(outcomes: Mapping[str, Sequence[Row]]) -> dict[Group, list[Run]]:
+def grouped(rows: Iterable[Row]) -> dict[Group, list[int]]:
+    """Row numbers per (division, window, table)."""
+    groups: dict[Group, list[int]] = {}
+    for division, window, table, n in rows:
+        groups.setdefault((division, window, table), []).append(n)
+    return groups
+
+
+def plan_group_runs(outcomes: Mapping[str, Mapping[Group, Iterable[int]]]
+                    ) -> dict[Group, list[Run]]:
     """Per group, the runs of each outcome; a row given two outcomes keeps the final one
     (``QUARANTINED`` gives way, as it does to a stored final outcome; of two final ones,
     the first in ``outcomes``)."""
     numbers: dict[Group, dict[str, set[int]]] = {}
-    for outcome, rows in outcomes.items():
-        for division, window, table, n in rows:
-            numbers.setdefault((division, window, table), {}).setdefault(outcome, set()).add(n)
+    for outcome, groups in outcomes.items():
+        for group, rows in groups.items():
+            numbers.setdefault(group, {}).setdefault(outcome, set()).update(rows)
     planned: dict[Group, list[Run]] = {}
     for group, by_outcome in numbers.items():
         final = {o: ns for o, ns in by_outcome.items() if o != QUARANTINED}
@@ -96,12 +105,20 @@ def plan_runs(outcomes: Mapping[str, Sequence[Row]]) -> dict[Group, list[Run]]:
 
 async def record(conn: asyncpg.Connection, schema: str, layer: str,
                  outcomes: Mapping[str, Sequence[Row]]) -> None:
-    """Record the outcome of each (division, window, table, row), in the caller's transaction.
+    """Record the outcome of each (division, window, table, row), in the caller's transaction
+    (``record_groups``)."""
+    await record_groups(conn, schema, layer, {o: grouped(rows) for o, rows in outcomes.items()})
+
+
+async def record_groups(conn: asyncpg.Connection, schema: str, layer: str,
+                        outcomes: Mapping[str, Mapping[Group, Iterable[int]]]) -> None:
+    """Record the outcome of row numbers per (division, window, table), in the caller's
+    transaction.
 
     One round trip locks the batch's groups, one inserts its runs when none overlaps a
     stored run (the usual case); otherwise the stored runs are read and only what changes
     is written (``_overlapping``)."""
-    planned = plan_runs(outcomes)
+    planned = plan_group_runs(outcomes)
     if not planned:
         return
     groups = sorted(planned)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -129,7 +129,7 @@ class SilverProcessor:
     async def process(self, items: Sequence[Item]) -> Output:
         out = Output()
         winners: dict[str, dict[Any, tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
-        applied: list[tuple[str, str, str, int]] = []
+        applied: dict[accounting.Group, list[int]] = {}  # row numbers per group
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
         latencies: collections.Counter[str] = collections.Counter()  # records per ingest entry
@@ -191,18 +191,23 @@ class SilverProcessor:
             best = versions.get(key)
             if best is None or rank > best[0]:
                 versions[key] = (rank, values)
-            applied.append((record.division, record.window, record.table, record.row))
+            group = (record.division, record.window, record.table)
+            numbers = applied.get(group)
+            if numbers is None:
+                numbers = applied[group] = []
+            numbers.append(record.row)
             if record.replay:
-                released.append(applied[-1])
+                released.append((*group, record.row))
         async with transaction(self.pool) as conn:
             for name, rows in winners.items():
                 await self.writers[name].merge(conn, [v for _, v in rows.values()])
             await quarantine.add(conn, self.plan.schema, held, self.clock())
             await quarantine.release(conn, self.plan.schema, released, self.clock())
-            await accounting.record(conn, self.plan.schema, self.layer, {
+            await accounting.record_groups(conn, self.plan.schema, self.layer, {
                 accounting.APPLIED: applied,
-                accounting.QUARANTINED: [(q.division, q.window, q.table, q.row) for q in held]})
-        out.processed, out.quarantined = len(applied), len(held)
+                accounting.QUARANTINED: accounting.grouped(
+                    (q.division, q.window, q.table, q.row) for q in held)})
+        out.processed, out.quarantined = sum(map(len, applied.values())), len(held)
         if self.observe_latency is not None:
             now = self.clock()
             for ingest, records in latencies.items():
@@ -256,16 +261,22 @@ def _seq(table: TablePlan) -> tuple[str, ...]:
     return (table.config.sequence,) if table.config.sequence else ()
 
 
-def _accounted(applied: Sequence[tuple[str, str, str, int]],
+def _accounted(applied: Mapping[accounting.Group, list[int]],
                released: Sequence[tuple[str, str, str, int]],
                held: Sequence[quarantine.Quarantined]) -> list[Accounted]:
     """Outcomes per table and window; rows re-driven by ``assay replay`` go separately."""
-    replayed = set(released)
+    replayed: dict[accounting.Group, set[int]] = {}
+    for division, window, table, row in released:
+        replayed.setdefault((division, window, table), set()).add(row)
     groups: dict[tuple[str, str, str, bool], tuple[list[int], list[int]]] = {}
-    for entry in applied:
-        division, window, table, row = entry
-        replay = bool(replayed) and entry in replayed
-        groups.setdefault((division, table, window, replay), ([], []))[0].append(row)
+    for (division, window, table), rows in applied.items():
+        again = replayed.get((division, window, table))
+        if again:
+            for row in rows:
+                groups.setdefault((division, table, window, row in again), ([], []))[0].append(
+                    row)
+        else:
+            groups.setdefault((division, table, window, False), ([], []))[0].extend(rows)
     for q in held:
         groups.setdefault((q.division, q.table, q.window, q.replay), ([], []))[1].append(q.row)
     return [Accounted(division=d, table=t, window=w, layer="silver", applied=sorted(a),
