@@ -87,8 +87,11 @@ def entry_order(entry: str) -> str | None:
     return f"{int(ms):015d}-{int(seq):06d}"
 
 
-_SUFFIXES: dict[str, str] = {}
-"""A ``bronze_id``'s index as it ends ``_entry`` (``-000042``): indexes repeat in every entry."""
+@functools.lru_cache(maxsize=4096)
+def index_suffix(index: str) -> str:
+    """A ``bronze_id``'s index as it ends ``_entry`` (``-000042``): indexes repeat in every
+    entry."""
+    return f"-{int(index):06d}"
 
 
 class Lane:
@@ -165,12 +168,7 @@ class SilverProcessor:
                 out.rejected.append((item, f"bronze_id {message.bronze_id[:64]!r} is not "
                                            "<ms>-<seq>:<index>"))
                 continue
-            suffix = _SUFFIXES.get(index)
-            if suffix is None:
-                suffix = f"-{int(index):06d}"
-                if len(_SUFFIXES) < 100_000:
-                    _SUFFIXES[index] = suffix
-            entry = ordered[1] + suffix
+            entry = ordered[1] + index_suffix(index)
             latencies[ingest] += 1
             try:
                 row = self._row(lane.table, message, entry)
