@@ -52,3 +52,5 @@ def test_order_lines_are_the_same_rows_for_the_same_keys() -> None:
     assert rows == e2e.order_lines(1, 300)
     assert [r["SalesOrderDetailID"] for r in rows] == [str(n) for n in range(1, 301)]
     assert sum(r["OrderQty"] == "0" for r in rows) == 3
+    assert e2e.order_lines(151, 150) == rows[150:]  # a row is the same in any chunk
+    assert len({(r["ProductID"], r["CustomerAccount"]) for r in rows}) > 250
