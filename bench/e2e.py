@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import datetime as dt
+import functools
 import json
 import os
 import random
