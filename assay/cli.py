@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from assay import logs
+from assay import eventloop, logs
 from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
 from assay.failures import Face
 from assay.settings import Settings, Unreachable
@@ -67,7 +66,7 @@ def _run(coro: Awaitable[T]) -> T:
     from assay.db.schema import MigrationError
 
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return eventloop.run(coro)  # type: ignore[arg-type]
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
