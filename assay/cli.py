@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from assay import eventloop, logs
+from assay import logs
 from assay.contracts.config import Config, ConfigError, config_json_schema, load_config
 from assay.failures import Face
 from assay.settings import Settings, Unreachable
@@ -66,7 +67,7 @@ def _run(coro: Awaitable[T]) -> T:
     from assay.db.schema import MigrationError
 
     try:
-        return eventloop.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)  # type: ignore[arg-type]
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)

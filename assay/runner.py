@@ -290,8 +290,7 @@ async def _run_layer(layer: str, ctx: Context, burst: bool, grace_s: float, name
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    log.info("layer_started", layer=layer, consumer=consumer.name, streams=consumer.streams,
-             event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0])
+    log.info("layer_started", layer=layer, consumer=consumer.name, streams=consumer.streams)
     try:
         await task
     except asyncio.CancelledError:
