@@ -227,11 +227,12 @@ class SilverProcessor:
             row = {c: row[c] for c in (*table.config.key, *_seq(table)) if c in row}
         elif table.validator is not None:
             # Cerberus sees the fields its rules name; the other columns pass through.
-            result = table.validator.validate({f: row.get(f) for f in table.config.validation})
-            if not result.ok:
-                field, message = first_error(result.errors)
-                raise Rejected(rule_of(message), field, message)
-            row.update(result.document or {})
+            result = table.validator.check({f: row.get(f) for f in table.config.validation})
+            if result is not None:
+                if not result.ok:
+                    field, message = first_error(result.errors)
+                    raise Rejected(rule_of(message), field, message)
+                row.update(result.document or {})
         for column in table.config.key:
             if row.get(column) is None:
                 raise Rejected("required", column, f"key field {column!r} is empty")

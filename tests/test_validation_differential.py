@@ -318,6 +318,8 @@ class Exercised:
         self.valid = 0
         self.raised = 0
         self.handed_over = 0
+        self.kept = 0
+        """Valid documents ``check`` answered with None (normalising changes nothing)."""
         self.seconds = 0.0
         self.schemas = 0
         self.invalid_schemas = 0
@@ -424,6 +426,8 @@ def assert_same(schema: Schema, purge: bool, compiled: Any, reference: Any,
         exercised.raised += 1
         with pytest.raises(type(exc)):
             compiled.validate(document)
+        with pytest.raises(type(exc)):
+            compiled.check(document)
         return
     assert repr(document) == before, f"Cerberus modified the document{context}"
     value_failures, handed_over = compiled.by_reference["value"], compiled.reference_runs
@@ -438,6 +442,14 @@ def assert_same(schema: Schema, purge: bool, compiled: Any, reference: Any,
     expected = reference.document if ok else None
     assert repr(result.document) == repr(expected), context
     assert repr(document) == before, f"the compiled validator modified the document{context}"
+    checked = compiled.check(document)  # Silver's shortcut: None, or validate()'s answer
+    if checked is None:
+        exercised.kept += 1
+        assert ok and repr(reference.document) == before, context
+    else:
+        assert (checked.ok, repr(checked.errors), repr(checked.document)) == (
+            result.ok, repr(result.errors), repr(result.document)), context
+    assert repr(document) == before, f"check modified the document{context}"
 
 
 @pytest.fixture(scope="module")
@@ -480,11 +492,13 @@ def test_compiled_validators_agree_with_cerberus(
               f"({exercised.invalid_schemas:,} more refused by both); "
               f"{exercised.raised:,} on which Cerberus raised (so did the compiled validator); "
               f"{exercised.handed_over:,} handed to Cerberus by the compiled validator "
-              f"(shapes it leaves to Cerberus); "
+              f"(shapes it leaves to Cerberus); {exercised.kept:,} valid ones that check() "
+              f"kept as they were; "
               f"{exercised.seconds:.1f} s\n")
         print(exercised.table())
     assert exercised.documents >= DOCUMENTS * 0.8
     assert exercised.handed_over <= exercised.documents * 0.05
+    assert exercised.kept >= exercised.valid * 0.05  # check's shortcut was taken, and agreed
 
 
 def test_every_supported_rule_was_exercised(exercised: Exercised) -> None:

@@ -82,6 +82,8 @@ class Program(NamedTuple):
     normalize: Normalizer
     validate: Checker
     source: str
+    copies: bool = False
+    """The top level's normalisation only copies the document (no rule changes a value)."""
 
 
 def generate(schema: Rules, context: Context, validator: AssayValidator, table: str) -> Program:
@@ -92,7 +94,8 @@ def generate(schema: Rules, context: Context, validator: AssayValidator, table: 
     namespace = dict(writer.namespace)
     exec(compile(source, f"<validation of table {table!r}>", "exec"), namespace)
     assert top.normalize is not None
-    return Program(namespace[top.normalize], namespace[top.validate], source)
+    return Program(namespace[top.normalize], namespace[top.validate], source,
+                   top.normalize in writer.copies)
 
 
 def _indent(lines: Iterable[str]) -> list[str]:
@@ -106,6 +109,8 @@ class _Writer:
         self.validator = validator
         self.table = table
         self.functions: list[str] = []
+        self.copies: set[str] = set()
+        """Mapping normalisers that only copy their document."""
         self.namespace: dict[str, Any] = dict(_RUNTIME)
         self._numbers = itertools.count()
         self._levels: dict[tuple[str, int, Context], tuple[object, Level]] = {}
@@ -166,7 +171,10 @@ class _Writer:
             ]
         else:
             head = ["out = dict(doc)"]
-        return self.define("normalize_mapping", "doc, path, nerr", [*head, *body, "return out"])
+        name = self.define("normalize_mapping", "doc, path, nerr", [*head, *body, "return out"])
+        if not (body or purge):
+            self.copies.add(name)
+        return name
 
     def _normalize_field(self, rules: Rules, context: Context, key: str) -> list[str]:
         value_lines = self._normalize_value(rules, context, key)

@@ -73,6 +73,20 @@ class CompiledValidator:
             return ValidationResult(False, None, runtime.error_tree(nerr + verr))
         return ValidationResult(True, out, {})
 
+    def check(self, document: dict[str, Any]) -> ValidationResult | None:
+        """``None`` when the document is valid and normalising it would change nothing (the
+        caller keeps its values, no copy is made); else what ``validate`` answers."""
+        program = self._program
+        if program is None or not program.copies or type(document) is not dict:
+            return self.validate(document)
+        try:
+            verr = program.validate(document, ())
+        except (runtime.Bailout, TypeError, ArithmeticError):
+            return self.validate(document)  # the same exception again, and its fallback
+        if verr:
+            return ValidationResult(False, None, runtime.error_tree(verr))
+        return None
+
     @property
     def source(self) -> str:
         """The generated Python source of the checks (empty when Cerberus does all the work)."""
