@@ -22,6 +22,7 @@ from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
 from assay.db.pool import transaction
 from assay.db.silver import SilverWriter
+from assay.processors.cleaning import picker
 from assay.processors.normalise import NUL, CoercionError, holds_nul, may_hold_nul
 from assay.processors.plan import Plan, TablePlan
 from assay.streams import keys as channels
@@ -97,10 +98,14 @@ def index_suffix(index: str) -> str:
 class Lane:
     """What Silver looks up once per table instead of once per record."""
 
-    __slots__ = ("columns", "key", "sequence", "table", "values")
+    __slots__ = ("clean", "columns", "document", "key", "sequence", "table", "values")
 
     def __init__(self, table: TablePlan, writer: SilverWriter) -> None:
         self.table = table
+        self.clean = table.cleaner.clean
+        """The table's compiled cleaner; its rows hold every column."""
+        self.document = picker(tuple(table.config.validation))
+        """The fields the table's rules name, out of a clean row: what Cerberus sees."""
         self.sequence = table.config.sequence
         """Rows rank by it (then by arrival); the newer version of a key wins."""
         self.columns = writer.columns
@@ -171,7 +176,7 @@ class SilverProcessor:
             entry = ordered[1] + index_suffix(index)
             latencies[ingest] += 1
             try:
-                row = self._row(lane.table, message, entry)
+                row = self._row(lane, message, entry)
             except Rejected as exc:
                 held.append(self._quarantined(lane.table, message, exc))
                 continue
@@ -213,11 +218,12 @@ class SilverProcessor:
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
 
-    def _row(self, table: TablePlan, landed: Landed, entry: str) -> dict[str, Any]:
+    def _row(self, lane: Lane, landed: Landed, entry: str) -> dict[str, Any]:
+        table = lane.table
         record = landed.record
         raw = {**record.payload, **landed.derived} if landed.derived else record.payload
         try:
-            row = table.cleaner(raw)
+            row = lane.clean(raw)
         except CoercionError as exc:
             raise Rejected("type", exc.field, str(exc)) from exc
         if record.op == "delete":
@@ -227,7 +233,7 @@ class SilverProcessor:
             row = {c: row[c] for c in (*table.config.key, *_seq(table)) if c in row}
         elif table.validator is not None:
             # Cerberus sees the fields its rules name; the other columns pass through.
-            result = table.validator.check({f: row.get(f) for f in table.config.validation})
+            result = table.validator.check(lane.document(row))
             if result is not None:
                 if not result.ok:
                     field, message = first_error(result.errors)

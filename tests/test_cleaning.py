@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from assay.contracts.config import Normalise, TableConfig
 from assay.contracts.messages import BIGINT, Landed, Record
-from assay.processors.cleaning import RowCleaner
+from assay.processors.cleaning import RowCleaner, picker
 from assay.processors.normalise import (
     NUMERIC_DIGITS,
     CoercionError,
@@ -149,3 +149,16 @@ def test_the_scan_misses_no_landed_item_that_holds_nul(
     items = [Landed(record=r, derived=d, bronze_id="1-0:0") for r, d in batch]
     holding = [x for x in items if holds_nul(x.record, x.derived)]
     assert may_hold_nul(items) or not holding
+
+
+@given(row=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=4) | st.none(),
+                           max_size=8), data=st.data())
+def test_a_picker_copies_the_named_fields_as_a_comprehension_would(
+        row: dict[str, Any], data: st.DataObject) -> None:
+    fields = data.draw(st.lists(st.sampled_from(sorted(row)), unique=True) if row
+                       else st.just([]))
+    picked = picker(fields)(row)
+    assert picked == {f: row[f] for f in fields}
+    assert list(picked) == fields
+    picked.clear()
+    assert all(f in row for f in fields)  # a new dict: the row is untouched
