@@ -14,11 +14,11 @@ namespace under generated names (``key_3``, ``default_3``); the source holds onl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from decimal import InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.processors.normalise import SPACES, CoercionError, as_text, coercer
+from assay.processors.normalise import NUMERIC_DIGITS, SPACES, CoercionError, as_text, coercer
 
 COERCION_ERRORS = (ValueError, InvalidOperation, ArithmeticError)
 
@@ -29,7 +29,8 @@ class RowCleaner:
     def __init__(self, table: TableConfig, derived_types: Mapping[str, str]) -> None:
         types = {**table.columns, **derived_types}
         namespace: dict[str, Any] = {"as_text": as_text, "SPACES": SPACES,
-                                     "CoercionError": CoercionError, "ERRORS": COERCION_ERRORS}
+                                     "CoercionError": CoercionError, "ERRORS": COERCION_ERRORS,
+                                     "Decimal": Decimal, "NUMERIC_SCALE": NUMERIC_DIGITS[1]}
         lines = ["def clean(values):", "    get = values.get"]
         for i, (column, column_type) in enumerate(types.items()):
             rule = table.normalise.get(column) or Normalise()
@@ -39,7 +40,8 @@ class RowCleaner:
             coerce = coercer(column_type, table)
             if coerce is not None:
                 namespace[f"coerce_{i}"] = coerce
-            lines += _column(i, rule, coerce is not None, column_type == "integer")
+            lines += _column(i, rule, coerce is not None, column_type == "integer",
+                             column_type == "number")
         lines.append("    return {" + ", ".join(f"key_{i}: value_{i}"
                                                  for i in range(len(types))) + "}")
         self.source = "\n".join(lines) + "\n"
@@ -50,7 +52,8 @@ class RowCleaner:
         return self.clean(values)
 
 
-def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False) -> list[str]:
+def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False,
+            number: bool = False) -> list[str]:
     """The statements that leave column ``i``'s clean, typed value in ``value_i``."""
     lines = [f"    value = get(key_{i})",
              "    if value is None:",
@@ -76,6 +79,17 @@ def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False) -> li
                   "                    value = int(value)",
                   "                except ValueError:",
                   f"                    value = coerce_{i}(value)",
+                  "            else:",
+                  f"                value = coerce_{i}(value)",
+                  "        except ERRORS as exc:",
+                  f"            raise CoercionError(key_{i}, value, type_{i}) from exc"]
+    elif number:  # normalise._number's usual case inline: no exponent, finite
+        lines += ["    if value is not None:",
+                  "        try:",
+                  "            number = Decimal(value)",
+                  "            if (len(value) <= NUMERIC_SCALE and 'e' not in value",
+                  "                    and 'E' not in value and number.is_finite()):",
+                  "                value = number",
                   "            else:",
                   f"                value = coerce_{i}(value)",
                   "        except ERRORS as exc:",

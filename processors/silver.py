@@ -140,7 +140,7 @@ class SilverProcessor:
         applied: dict[accounting.Group, list[int]] = {}  # row numbers per group
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
-        latencies: collections.Counter[str] = collections.Counter()  # records per ingest entry
+        ingests: list[str] = []  # each record's ingest entry (counted once, at the end)
         suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         checked = ("", "")  # the last (stream, division) found to match
         ordered = ("", "")  # the last ingest entry id and its sortable form
@@ -174,7 +174,7 @@ class SilverProcessor:
                                            "<ms>-<seq>:<index>"))
                 continue
             entry = ordered[1] + index_suffix(index)
-            latencies[ingest] += 1
+            ingests.append(ingest)
             try:
                 row = self._row(lane, message, entry)
             except Rejected as exc:
@@ -213,7 +213,7 @@ class SilverProcessor:
         out.processed, out.quarantined = sum(map(len, applied.values())), len(held)
         if self.observe_latency is not None:
             now = self.clock()
-            for ingest, records in latencies.items():
+            for ingest, records in collections.Counter(ingests).items():
                 self.observe_latency(now - int(ingest.partition("-")[0]) / 1000, records)
         out.emits.extend((channels.ACCOUNTED, m) for m in _accounted(applied, released, held))
         return out
