@@ -40,8 +40,7 @@ class RowCleaner:
             coerce = coercer(column_type, table)
             if coerce is not None:
                 namespace[f"coerce_{i}"] = coerce
-            lines += _column(i, rule, coerce is not None, column_type == "integer",
-                             column_type == "number")
+            lines += _column(i, rule, coerce is not None, column_type)
         lines.append("    return {" + ", ".join(f"key_{i}: value_{i}"
                                                  for i in range(len(types))) + "}")
         self.source = "\n".join(lines) + "\n"
@@ -52,8 +51,7 @@ class RowCleaner:
         return self.clean(values)
 
 
-def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False,
-            number: bool = False) -> list[str]:
+def _column(i: int, rule: Normalise, coerced: bool, column_type: str = "text") -> list[str]:
     """The statements that leave column ``i``'s clean, typed value in ``value_i``."""
     lines = [f"    value = get(key_{i})",
              "    if value is None:",
@@ -71,7 +69,7 @@ def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False,
         lines.append("        value = value.lower()")
     if rule.empty_to_null:
         lines += ["        if not value:", f"            value = default_{i}"]
-    if integer:  # normalise._integer's first step inline (a call less per value)
+    if column_type == "integer":  # normalise._integer's first step inline (a call less per value)
         lines += ["    if value is not None:",
                   "        try:",
                   "            if len(value) <= 18:",
@@ -83,7 +81,7 @@ def _column(i: int, rule: Normalise, coerced: bool, integer: bool = False,
                   f"                value = coerce_{i}(value)",
                   "        except ERRORS as exc:",
                   f"            raise CoercionError(key_{i}, value, type_{i}) from exc"]
-    elif number:  # normalise._number's usual case inline: no exponent, finite
+    elif column_type == "number":  # normalise._number's usual case inline: no exponent, finite
         lines += ["    if value is not None:",
                   "        try:",
                   "            number = Decimal(value)",

@@ -159,7 +159,8 @@ class _Writer:
         for field, rules in schema.items():
             body += self._normalize_field(rules, context, self.constant(field, "key"))
         purge = context.purge_unknown and not context.allow_unknown
-        if not (body or purge or always_copy):
+        changes = bool(body) or purge
+        if not (changes or always_copy):
             return None
         if purge:
             known = self.constant(frozenset(schema), "known")
@@ -172,7 +173,7 @@ class _Writer:
         else:
             head = ["out = dict(doc)"]
         name = self.define("normalize_mapping", "doc, path, nerr", [*head, *body, "return out"])
-        if not (body or purge):
+        if not changes:
             self.copies.add(name)
         return name
 
