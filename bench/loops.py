@@ -3,7 +3,7 @@
 A batch of 2,000 order lines (the demo's ``erp_order_line``) is decoded once, as a layer
 decodes its entry, then processed again and again. The writers, the quarantine and the
 ledger are replaced by calls that do nothing, so what is timed is the loop a layer runs in
-Python per record: door checks, NUL scan, formulas, cleaning, validation, ranking, the rows
+Python per record: door checks, formulas, cleaning, validation, ranking, the rows
 and messages it builds. The database's share is ``bench.layers``; everything is ``bench.e2e``.
 
     python -m bench.loops [--batches 40] [--layer bronze|silver|both]

@@ -27,6 +27,14 @@ TRANSIENT_PG = (
 )
 """Server faults: retried with capped backoff, never held against a record."""
 
+NUL_REFUSED = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,  # 22021: a text (or bind) holding NUL
+    asyncpg.exceptions.UntranslatableCharacterError,  # 22P05: a jsonb holding \u0000
+)
+"""What PostgreSQL raises for a NUL character in what it stores (its text cannot hold one):
+the layers write a batch without looking for NUL first and, on one of these, look at each
+record and write the batch again without those that hold one."""
+
 
 async def connect(
     dsn: str,

@@ -28,9 +28,9 @@ from assay.contracts.messages import (
 )
 from assay.db import accounting, quarantine
 from assay.db.bronze import BronzeWriter
-from assay.db.pool import transaction
+from assay.db.pool import NUL_REFUSED, transaction
 from assay.processors.formulas import FormulaError
-from assay.processors.normalise import NUL, holds_nul, may_hold_nul
+from assay.processors.normalise import NUL, holds_nul
 from assay.processors.plan import Plan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -89,13 +89,19 @@ class BronzeProcessor:
         self.max_row = plan.config.pipeline.max_row
 
     async def process(self, items: Sequence[Item]) -> Output:
+        try:
+            return await self._process(items, suspect=False)
+        except NUL_REFUSED:  # nothing was written: refuse what holds NUL, write the rest
+            return await self._process(items, suspect=True)
+
+    async def _process(self, items: Sequence[Item], suspect: bool) -> Output:
+        """``suspect``: look at each record for NUL (PostgreSQL refused the batch for one)."""
         now = self.clock()
         received = dt.datetime.fromtimestamp(now, dt.UTC)
         out = Output()
         rows: dict[str, dict[tuple[str, str, int], tuple[Any, ...]]] = {}
         landed: dict[tuple[str, str, int, str], Landed] = {}
         held: list[quarantine.Quarantined] = []
-        suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Record)])
         for item in items:
             message = item.message
             if isinstance(message, TableEnd):
@@ -143,7 +149,7 @@ class BronzeProcessor:
         return out
 
     def _door_check(self, item: Item, record: Record, suspect: bool) -> str | None:
-        """Why a record is refused at the door; ``suspect``: its batch may hold NUL."""
+        """Why a record is refused at the door; ``suspect``: its batch held NUL."""
         if record.table not in self.plan.tables:
             return f"unknown table {record.table!r}"
         if f"{{{record.division}}}" not in item.stream:

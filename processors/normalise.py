@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import BIGINT, Landed, Record
+from assay.contracts.messages import BIGINT, Record
 
 Cleaner = Callable[[str | None], str | None]
 Coercer = Callable[[str], Any]
@@ -250,7 +250,9 @@ NUL = "NUL character in a text value (PostgreSQL text cannot hold it)"
 
 def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -> bool:
     """Whether a text of a record (or its derived values) holds NUL, which no PostgreSQL
-    text can: such a record is refused at a layer's door, never sent to the database."""
+    text can: such a record is refused at a layer's door. A layer asks only after PostgreSQL
+    has refused a batch for it (``db.pool.NUL_REFUSED``); the batch is then written again
+    without the records that hold one."""
     # JSON writes NUL as \u0000 (and a backslash as \\): no such escape, no NUL.
     names = record.division + record.window + record.table + (
         record.seq if isinstance(record.seq, str) else "")
@@ -262,26 +264,4 @@ def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -
         "\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in values)
 
 
-def may_hold_nul(messages: Sequence[Record | Landed]) -> bool:
-    """Whether a text of a batch's records (or landed items) may hold NUL. ``False`` is
-    exact; on ``True``, ``holds_nul`` tells which does.
-
-    First the texts alone as MessagePack, which writes a string's bytes as they are (NUL is
-    the byte 0x00): no 0x00 anywhere, no NUL (0.15-0.2 µs per record). Numbers and lengths
-    can hold 0x00 bytes too (a payload of integers, a text of 256 characters), so a 0x00 sends
-    the batch to the JSON scan of every message, where NUL is always ``\\u0000`` (0.5 µs)."""
-    records: list[Record] = [m.record if isinstance(m, Landed) else m for m in messages]
-    texts: list[Any] = [r.payload for r in records]
-    texts += [m.derived for m in messages if isinstance(m, Landed) and m.derived]
-    texts += [s for r in records if (s := r.seq).__class__ is str]
-    texts += {(r.division, r.window, r.table) for r in records}
-    try:
-        if b"\x00" not in _msgpack(texts):
-            return False
-    except OverflowError:  # an integer MessagePack cannot carry (a record made in Python)
-        pass
-    return b"\\u0000" in _json(messages)
-
-
 _json = msgspec.json.encode
-_msgpack = msgspec.msgpack.encode

@@ -20,10 +20,10 @@ import msgspec
 
 from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
-from assay.db.pool import transaction
+from assay.db.pool import NUL_REFUSED, transaction
 from assay.db.silver import SilverWriter
 from assay.processors.cleaning import picker
-from assay.processors.normalise import NUL, CoercionError, holds_nul, may_hold_nul
+from assay.processors.normalise import NUL, CoercionError, holds_nul
 from assay.processors.plan import Plan, TablePlan
 from assay.streams import keys as channels
 from assay.streams.codec import Item
@@ -135,13 +135,19 @@ class SilverProcessor:
         self.lanes = {name: Lane(t, self.writers[name]) for name, t in plan.tables.items()}
 
     async def process(self, items: Sequence[Item]) -> Output:
+        try:
+            return await self._process(items, suspect=False)
+        except NUL_REFUSED:  # nothing was written: refuse what holds NUL, write the rest
+            return await self._process(items, suspect=True)
+
+    async def _process(self, items: Sequence[Item], suspect: bool) -> Output:
+        """``suspect``: look at each record for NUL (PostgreSQL refused the batch for one)."""
         out = Output()
         winners: dict[str, dict[Any, tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
         applied: dict[accounting.Group, list[int]] = {}  # row numbers per group
         released: list[tuple[str, str, str, int]] = []  # replayed rows, also in ``applied``
         held: list[quarantine.Quarantined] = []
         ingests: list[str] = []  # each record's ingest entry (counted once, at the end)
-        suspect = may_hold_nul([i.message for i in items if isinstance(i.message, Landed)])
         checked = ("", "")  # the last (stream, division) found to match
         ordered = ("", "")  # the last ingest entry id and its sortable form
         for item in items:

@@ -1,5 +1,5 @@
 """Silver's cleaning made cheaper gives the same answers: the compiled row cleaner, the
-number and integer fast paths, and the one NUL scan per batch."""
+number and integer fast paths, and the NUL check of a record."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.contracts.config import Normalise, TableConfig
-from assay.contracts.messages import BIGINT, Landed, Record
+from assay.contracts.messages import BIGINT, Record
 from assay.processors.cleaning import RowCleaner, picker
 from assay.processors.normalise import (
     NUMERIC_DIGITS,
@@ -20,7 +20,6 @@ from assay.processors.normalise import (
     _integral,
     _number,
     holds_nul,
-    may_hold_nul,
 )
 
 TYPES = ("integer", "number", "boolean", "date", "timestamp", "text")
@@ -135,20 +134,18 @@ def texts(record: Record) -> list[str]:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(records, max_size=5))
-def test_the_batch_nul_scan_misses_no_record_that_holds_nul(batch: list[Record]) -> None:
+def test_the_nul_check_finds_every_record_that_holds_nul(batch: list[Record]) -> None:
     holding = [r for r in batch if any("\x00" in t for t in texts(r))]
     assert [r for r in batch if holds_nul(r)] == holding
-    assert may_hold_nul(batch) or not holding
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(st.lists(st.tuples(records, st.dictionaries(names, st.one_of(st.none(), names),
-                                                   max_size=2)), max_size=5))
-def test_the_scan_misses_no_landed_item_that_holds_nul(
-        batch: list[tuple[Record, dict[str, str | None]]]) -> None:
-    items = [Landed(record=r, derived=d, bronze_id="1-0:0") for r, d in batch]
-    holding = [x for x in items if holds_nul(x.record, x.derived)]
-    assert may_hold_nul(items) or not holding
+@given(records, st.dictionaries(names, st.one_of(st.none(), names), max_size=2))
+def test_the_nul_check_reads_a_landed_items_derived_values(
+        record: Record, derived: dict[str, str | None]) -> None:
+    expected = (any("\x00" in t for t in texts(record))
+                or any("\x00" in k or "\x00" in (v or "") for k, v in derived.items()))
+    assert holds_nul(record, derived) is expected
 
 
 @given(row=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=4) | st.none(),

@@ -21,6 +21,7 @@ from assay.contracts.messages import (
     TableEnd,
     msgpack_decoder,
 )
+from assay.processors.normalise import NUL
 from assay.runner import Context, make_consumer, open_context
 from assay.streams import keys as channels
 from assay.streams.codec import Item, encode
@@ -90,7 +91,7 @@ async def test_one_poison_record_among_500(ctx: Context) -> None:
     letter = dead[0]
     assert isinstance(letter, DeadLetter)
     assert letter.row == 322 and letter.table == "item" and letter.layer == "bronze"
-    assert "NUL character" in letter.error  # refused at the door, never sent to PostgreSQL
+    assert "NUL character" in letter.error  # refused at the door
     assert letter.deliveries == 1
     assert await pending(ctx) == 0
 
@@ -431,3 +432,25 @@ async def test_batches_stay_near_batch_size_when_entry_sizes_mix(ctx: Context) -
     await consumer.run(burst=True)
     assert await bronze_count(ctx) == row
     assert max(sizes) <= 2 * 100  # batch_size is 100 in this config
+
+
+async def test_a_batch_postgresql_refuses_for_a_nul_lands_without_those_records(
+        ctx: Context) -> None:
+    """Bronze stores every text of a record (raw columns, unknown fields in `_extra`, window,
+    seq; a quarantined record's payload): a NUL in any of them makes PostgreSQL refuse the
+    batch, and Bronze lands it again without the records that hold one."""
+    rows = item_rows(7)
+
+    def item(i: int, window: str = "2024-01", seq: str | None = None, **changes: str) -> Item:
+        record = Record(division="east", table="item", window=window, row=i,
+                        payload={**rows[i - 1], **changes}, seq=seq)
+        return Item(ctx.keys.stream("east", channels.INGEST), "9-0", i, record, 1)
+
+    bad = [item(2, name="a\x00"), item(3, window="w\x00"), item(4, seq="s\x00"),
+           item(5, **{"other\x00": "1"}), item(6, unit="L\x00B")]
+    out = await make_consumer("bronze", ctx).processor.process([item(1), *bad, item(7)])
+    assert [(i, reason) for i, reason in out.rejected] == [(b, NUL) for b in bad]
+    assert (out.processed, out.quarantined) == (2, 0)
+    landed = await ctx.pool.fetch(f'SELECT _row FROM "{ctx.plan.schema}"."bronze_item"')
+    assert sorted(r["_row"] for r in landed) == [1, 7]
+    assert await ctx.pool.fetchval(f'SELECT count(*) FROM "{ctx.plan.schema}"."quarantine"') == 0

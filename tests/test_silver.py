@@ -18,6 +18,7 @@ from assay.contracts.messages import (
     TableEnd,
     msgpack_decoder,
 )
+from assay.processors.normalise import NUL
 from assay.processors.silver import SilverProcessor
 from assay.runner import Context, make_consumer, open_context
 from assay.streams import keys as channels
@@ -337,3 +338,37 @@ async def test_a_landed_item_whose_bronze_id_is_malformed_is_refused_alone(
     assert [(item, reason.split(" is ")[1]) for item, reason in out.rejected] == [
         (bad, "not <ms>-<seq>:<index>")]
     assert sorted(await silver(ctx)) == [1, 3]
+
+
+async def test_a_batch_postgresql_refuses_for_a_nul_is_written_without_those_records(
+        ctx: Context) -> None:
+    """Silver writes without looking for NUL; when PostgreSQL refuses the batch for one (in
+    a text column, a quarantined payload, the ledger), each record is looked at, those that
+    hold NUL are refused, and the rest is written once, nothing of the first try kept."""
+    def landed(i: int, window: str = "w2", derived: dict[str, str | None] | None = None,
+               **changes: Any) -> Item:
+        record = Record(division="emea", table="customer", window=window, row=i,
+                        payload=person(i, **changes))
+        return Item("t:{emea}:bronze", "9-0", i, Landed(record=record, derived=derived or {},
+                                                        bronze_id=f"9-0:{i}"), 1)
+
+    bad = [landed(2, name="a\x00b"),  # a text column
+           landed(3, credit="1\x000"),  # not a number: its quarantined payload holds NUL
+           landed(4, window="w\x00"),  # the ledger and `_window`
+           landed(5, derived={"email": "x\x00@y.z"}),  # a derived value
+           landed(7, note="\x00")]  # a field Silver drops: refused, as its batch is looked at
+    batch = [landed(1), *bad[:4], landed(6, country="XX"), bad[4]]
+    silver_layer = SilverProcessor(ctx.pool, ctx.plan, ctx.clock)
+    out = await silver_layer.process(batch)
+    assert [(item, reason) for item, reason in out.rejected] == [(b, NUL) for b in bad]
+    assert (out.processed, out.quarantined) == (1, 1)
+    assert sorted(await silver(ctx)) == [1]
+    assert [(q["row"], q["rule"]) for q in await quarantined(ctx)] == [(6, "allowed")]
+    ledger = await ctx.pool.fetch(
+        f'SELECT "row", outcome FROM "{ctx.plan.schema}"."_rows" ORDER BY "row"')
+    assert [tuple(r) for r in ledger] == [(1, "applied"), (6, "quarantined")]
+    # In a batch PostgreSQL takes, a NUL in a field Silver drops leaves with the field (Bronze
+    # refuses every NUL at the door: only an entry put straight onto the bronze stream has one).
+    out = await silver_layer.process([landed(8, note="\x00")])
+    assert (out.processed, out.rejected) == (1, [])
+    assert sorted(await silver(ctx)) == [1, 8]
