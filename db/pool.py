@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -13,6 +14,8 @@ from assay.contracts.errors import TransientError
 from assay.db.codecs import set_codecs
 
 log = structlog.get_logger("assay.db")
+
+T = TypeVar("T")
 
 TRANSIENT_PG = (
     asyncpg.PostgresConnectionError,  # class 08: connection exceptions
@@ -31,9 +34,17 @@ NUL_REFUSED = (
     asyncpg.exceptions.CharacterNotInRepertoireError,  # 22021: a text (or bind) holding NUL
     asyncpg.exceptions.UntranslatableCharacterError,  # 22P05: a jsonb holding \u0000
 )
-"""What PostgreSQL raises for a NUL character in what it stores (its text cannot hold one):
-the layers write a batch without looking for NUL first and, on one of these, look at each
-record and write the batch again without those that hold one."""
+"""What PostgreSQL raises for a NUL character in what it stores (its text cannot hold one)."""
+
+
+async def refusing_nul(write: Callable[[bool], Awaitable[T]]) -> T:
+    """``write(False)``: a batch written without looking for NUL. When PostgreSQL refuses it
+    for one (the transaction rolled back, nothing was written), ``write(True)``: the layer
+    looks at each record and writes the batch again without those that hold NUL."""
+    try:
+        return await write(False)
+    except NUL_REFUSED:
+        return await write(True)
 
 
 async def connect(

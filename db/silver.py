@@ -69,12 +69,11 @@ class SilverWriter:
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ("
             + ", ".join(f"{quote(c)} {t}" for c, t in staged.items())
             + ") ON COMMIT DELETE ROWS")
-        live = (f"INSERT INTO {target} AS t ({names}) SELECT {values} FROM {self.stage}"
-                f" WHERE NOT \"_deleted\" ORDER BY {key}")
-        self.insert = live
+        self.insert = (f"INSERT INTO {target} AS t ({names}) SELECT {values} FROM {self.stage}"
+                       f" WHERE NOT \"_deleted\" ORDER BY {key}")
         data = [c for c in self.columns if c not in self.key]
         self.upsert = (
-            f"{live} ON CONFLICT ({key}) DO UPDATE SET "
+            f"{self.insert} ON CONFLICT ({key}) DO UPDATE SET "
             + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in data)
             + f" WHERE {newer}"
         )

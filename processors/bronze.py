@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -28,7 +29,7 @@ from assay.contracts.messages import (
 )
 from assay.db import accounting, quarantine
 from assay.db.bronze import BronzeWriter
-from assay.db.pool import NUL_REFUSED, transaction
+from assay.db.pool import refusing_nul, transaction
 from assay.processors.formulas import FormulaError
 from assay.processors.normalise import NUL, holds_nul
 from assay.processors.plan import Plan
@@ -89,10 +90,7 @@ class BronzeProcessor:
         self.max_row = plan.config.pipeline.max_row
 
     async def process(self, items: Sequence[Item]) -> Output:
-        try:
-            return await self._process(items, suspect=False)
-        except NUL_REFUSED:  # nothing was written: refuse what holds NUL, write the rest
-            return await self._process(items, suspect=True)
+        return await refusing_nul(functools.partial(self._process, items))
 
     async def _process(self, items: Sequence[Item], suspect: bool) -> Output:
         """``suspect``: look at each record for NUL (PostgreSQL refused the batch for one)."""

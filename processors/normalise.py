@@ -251,7 +251,7 @@ NUL = "NUL character in a text value (PostgreSQL text cannot hold it)"
 def holds_nul(record: Record, derived: Mapping[str, str | None] | None = None) -> bool:
     """Whether a text of a record (or its derived values) holds NUL, which no PostgreSQL
     text can: such a record is refused at a layer's door. A layer asks only after PostgreSQL
-    has refused a batch for it (``db.pool.NUL_REFUSED``); the batch is then written again
+    has refused a batch for it (``db.pool.refusing_nul``); the batch is then written again
     without the records that hold one."""
     # JSON writes NUL as \u0000 (and a backslash as \\): no such escape, no NUL.
     names = record.division + record.window + record.table + (

@@ -20,7 +20,7 @@ import msgspec
 
 from assay.contracts.messages import Accounted, Landed, TableEnd
 from assay.db import accounting, quarantine
-from assay.db.pool import NUL_REFUSED, transaction
+from assay.db.pool import refusing_nul, transaction
 from assay.db.silver import SilverWriter
 from assay.processors.cleaning import picker
 from assay.processors.normalise import NUL, CoercionError, holds_nul
@@ -135,10 +135,7 @@ class SilverProcessor:
         self.lanes = {name: Lane(t, self.writers[name]) for name, t in plan.tables.items()}
 
     async def process(self, items: Sequence[Item]) -> Output:
-        try:
-            return await self._process(items, suspect=False)
-        except NUL_REFUSED:  # nothing was written: refuse what holds NUL, write the rest
-            return await self._process(items, suspect=True)
+        return await refusing_nul(functools.partial(self._process, items))
 
     async def _process(self, items: Sequence[Item], suspect: bool) -> Output:
         """``suspect``: look at each record for NUL (PostgreSQL refused the batch for one)."""
