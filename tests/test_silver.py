@@ -80,6 +80,17 @@ async def drain(ctx: Context) -> None:
     await make_consumer("silver", ctx).run(burst=True)
 
 
+def landed_item(row: int, payload: dict[str, Any], *, op: str = "upsert", window: str = "w2",
+                derived: dict[str, str | None] | None = None,
+                bronze_id: str | None = None) -> Item:
+    """A landed record of emea's as Silver reads it off the bronze stream."""
+    record = Record(division="emea", table="customer", window=window, row=row, payload=payload,
+                    op="delete" if op == "delete" else "upsert")
+    landed = Landed(record=record, derived=derived or {},
+                    bronze_id=f"9-0:{row}" if bronze_id is None else bronze_id)
+    return Item("t:{emea}:bronze", "9-0", row, landed, 1)
+
+
 async def silver(ctx: Context) -> dict[int, dict[str, Any]]:
     rows = await ctx.pool.fetch(f'SELECT * FROM "{ctx.plan.schema}"."silver_customer"')
     return {r["id"]: dict(r) for r in rows}
@@ -158,15 +169,9 @@ async def test_a_batch_whose_keys_partly_exist_and_its_redelivery(ctx: Context) 
     await send(ctx, [person(1), person(2)])
     await drain(ctx)
 
-    def landed(i: int, key: int, **changes: str) -> Item:
-        record = Record(division="emea", table="customer", window="w2", row=i,
-                        payload=person(key, **changes))
-        return Item("t:{emea}:bronze", "9-0", i,
-                    Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
-
-    batch = [landed(1, 1, name="Older", updated="2024-01-01 00:00:00"),
-             landed(2, 2, name="Newer", updated="2024-04-01 00:00:00"),
-             landed(3, 3, name="New")]
+    batch = [landed_item(1, person(1, name="Older", updated="2024-01-01 00:00:00")),
+             landed_item(2, person(2, name="Newer", updated="2024-04-01 00:00:00")),
+             landed_item(3, person(3, name="New"))]
     for _ in range(2):  # the second time: a redelivery, which changes nothing
         out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(batch)
         assert out.processed == 3
@@ -193,14 +198,8 @@ async def test_a_batch_of_upserts_and_deletes_applies_both(ctx: Context) -> None
     await send(ctx, [person(1), person(2)])
     await drain(ctx)
 
-    def landed(i: int, op: str, **row: str) -> Item:
-        record = Record(division="emea", table="customer", window="w2", row=i, payload=row,
-                        op="delete" if op == "delete" else "upsert")
-        return Item("t:{emea}:bronze", "9-0", i,
-                    Landed(record=record, derived={}, bronze_id=f"9-0:{i}"), 1)
-
-    batch = [landed(1, "upsert", id="3", name="Three", updated="2024-03-05 00:00:00"),
-             landed(2, "delete", id="1", updated="2024-03-05 00:00:00")]
+    batch = [landed_item(1, {"id": "3", "name": "Three", "updated": "2024-03-05 00:00:00"}),
+             landed_item(2, {"id": "1", "updated": "2024-03-05 00:00:00"}, op="delete")]
     out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(batch)
     assert out.processed == 2
     rows = await silver(ctx)
@@ -325,15 +324,11 @@ async def test_end_to_end_latency_is_observed_per_record(ctx: Context) -> None:
                                        "9-0:1234567890", "1" * 21 + "-0:1", "9-0:²"])
 async def test_a_landed_item_whose_bronze_id_is_malformed_is_refused_alone(
         ctx: Context, bronze_id: str) -> None:
-    def landed(i: int, bronze: str) -> Item:
-        record = Record(division="emea", table="customer", window="w2", row=i, payload=person(i))
-        return Item("t:{emea}:bronze", "9-0", i, Landed(record=record, derived={},
-                                                        bronze_id=bronze), 1)
-
-    bad = landed(2, bronze_id)
+    bad = landed_item(2, person(2), bronze_id=bronze_id)
     out = await SilverProcessor(ctx.pool, ctx.plan, ctx.clock).process(
-        [landed(1, "9-0:1"), bad,
-         landed(3, "18446744073709551615-18446744073709551615:999999999")])
+        [landed_item(1, person(1)), bad,
+         landed_item(3, person(3),
+                     bronze_id="18446744073709551615-18446744073709551615:999999999")])
     assert out.processed == 2
     assert [(item, reason.split(" is ")[1]) for item, reason in out.rejected] == [
         (bad, "not <ms>-<seq>:<index>")]
@@ -345,19 +340,13 @@ async def test_a_batch_postgresql_refuses_for_a_nul_is_written_without_those_rec
     """Silver writes without looking for NUL; when PostgreSQL refuses the batch for one (in
     a text column, a quarantined payload, the ledger), each record is looked at, those that
     hold NUL are refused, and the rest is written once, nothing of the first try kept."""
-    def landed(i: int, window: str = "w2", derived: dict[str, str | None] | None = None,
-               **changes: Any) -> Item:
-        record = Record(division="emea", table="customer", window=window, row=i,
-                        payload=person(i, **changes))
-        return Item("t:{emea}:bronze", "9-0", i, Landed(record=record, derived=derived or {},
-                                                        bronze_id=f"9-0:{i}"), 1)
-
-    bad = [landed(2, name="a\x00b"),  # a text column
-           landed(3, credit="1\x000"),  # not a number: its quarantined payload holds NUL
-           landed(4, window="w\x00"),  # the ledger and `_window`
-           landed(5, derived={"email": "x\x00@y.z"}),  # a derived value
-           landed(7, note="\x00")]  # a field Silver drops: refused, as its batch is looked at
-    batch = [landed(1), *bad[:4], landed(6, country="XX"), bad[4]]
+    bad = [landed_item(2, person(2, name="a\x00b")),  # a text column
+           landed_item(3, person(3, credit="1\x000")),  # not a number: a quarantined payload
+           landed_item(4, person(4), window="w\x00"),  # the ledger and `_window`
+           landed_item(5, person(5), derived={"email": "x\x00@y.z"}),  # a derived value
+           landed_item(7, person(7, note="\x00"))]  # dropped by Silver, refused all the same
+    batch = [landed_item(1, person(1)), *bad[:4], landed_item(6, person(6, country="XX")),
+             bad[4]]
     silver_layer = SilverProcessor(ctx.pool, ctx.plan, ctx.clock)
     out = await silver_layer.process(batch)
     assert [(item, reason) for item, reason in out.rejected] == [(b, NUL) for b in bad]
@@ -369,6 +358,6 @@ async def test_a_batch_postgresql_refuses_for_a_nul_is_written_without_those_rec
     assert [tuple(r) for r in ledger] == [(1, "applied"), (6, "quarantined")]
     # In a batch PostgreSQL takes, a NUL in a field Silver drops leaves with the field (Bronze
     # refuses every NUL at the door: only an entry put straight onto the bronze stream has one).
-    out = await silver_layer.process([landed(8, note="\x00")])
+    out = await silver_layer.process([landed_item(8, person(8, note="\x00"))])
     assert (out.processed, out.rejected) == (1, [])
     assert sorted(await silver(ctx)) == [1, 8]
